@@ -1,0 +1,3 @@
+from emda.cli import main
+
+main()

@@ -1,0 +1,717 @@
+"""The ``emda`` command line: thin wrappers that parse options and call :mod:`emda.workflows`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import tomllib
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from emda import __version__
+from emda.errors import EmdaError
+
+app = typer.Typer(
+    name="emda",
+    help="Domain-adaptive segmentation for volume electron microscopy.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ProbDtype(str, Enum):
+    uint8 = "uint8"
+    float32 = "float32"
+
+
+class Blend(str, Enum):
+    gaussian = "gaussian"
+    constant = "constant"
+
+
+class Normalize(str, Enum):
+    volume = "volume"
+    source = "source"
+
+
+class SegLossChoice(str, Enum):
+    bce = "bce"
+    dice = "dice"
+    bce_dice = "bce_dice"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    constant = "constant"
+
+
+# --- shared behaviour ---------------------------------------------------------------------
+
+
+def user_errors(fn):
+    """EmdaError -> one line on stderr and exit 1 (full traceback with EMDA_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EmdaError as exc:
+            if os.environ.get("EMDA_DEBUG") == "1":
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing half-written was kept", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _config_callback(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
+    """Load ``--config FILE`` (TOML) as defaults; options given on the command line win.
+
+    The file may hold a table per command (``[adapt]``, ``[predict]``...) or plain
+    top-level keys; keys are option names with ``-`` or ``_``. ``opt`` may be a table.
+    """
+    if value is None:
+        return value
+    try:
+        with open(value, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{value}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise typer.BadParameter(f"{value}: invalid TOML ({exc})") from None
+    command = ctx.info_name
+    section = data.get(command) if isinstance(data.get(command), dict) else data
+    known = {p.name for p in ctx.command.params}
+    defaults: dict[str, Any] = {}
+    for key, val in section.items():
+        name = key.replace("-", "_")
+        if isinstance(val, dict) and name != "opt":
+            continue  # another command's table
+        if name not in known or name == "config":
+            raise typer.BadParameter(f"{value}: unknown setting '{key}' for `emda {command}`")
+        if name == "opt" and isinstance(val, dict):
+            val = [
+                f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in val.items()
+            ]
+        defaults[name] = val
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML file of option values (command line wins).",
+        is_eager=True,
+        callback=_config_callback,
+        rich_help_panel="General",
+    ),
+]
+DeviceOpt = Annotated[
+    Device,
+    typer.Option(help="Where to compute: auto picks CUDA when present.", rich_help_panel="General"),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="CPU threads for torch (default: all cores).", rich_help_panel="General"),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel="General")
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace outputs that already exist.", rich_help_panel="General"
+    ),
+]
+
+
+def _setup(device: Device, threads: int | None):
+    import torch
+
+    from emda.device import resolve_device
+
+    if threads is not None:
+        if threads < 1:
+            raise EmdaError(f"--threads {threads}: must be >= 1")
+        torch.set_num_threads(threads)
+    return resolve_device(device.value)
+
+
+def _resolved(ctx: typer.Context) -> dict:
+    return {k: v for k, v in ctx.params.items() if k not in ("config",)}
+
+
+def _train_config(**kw):
+    from emda.train import TrainConfig
+
+    kw["seg_loss"] = kw["seg_loss"].value
+    kw["lr_schedule"] = kw["lr_schedule"].value
+    return TrainConfig(**kw)
+
+
+# --- training options shared by adapt and finetune -------------------------------------------
+
+T = "Training"
+ItersOpt = Annotated[
+    int, typer.Option(help="Training iterations (optimiser steps).", rich_help_panel=T)
+]
+BatchOpt = Annotated[int, typer.Option(help="Patches per batch (per domain).", rich_help_panel=T)]
+PatchOpt = Annotated[
+    int, typer.Option(help="Square patch side in pixels; multiple of 2^depth.", rich_help_panel=T)
+]
+LrOpt = Annotated[float, typer.Option(help="Adam learning rate.", rich_help_panel=T)]
+ScheduleOpt = Annotated[Schedule, typer.Option(help="Learning-rate schedule.", rich_help_panel=T)]
+SeedOpt = Annotated[
+    int, typer.Option(help="Seed for weights, sampling and augmentation.", rich_help_panel=T)
+]
+AugmentOpt = Annotated[
+    bool, typer.Option(help="Random flips and 90-degree rotations.", rich_help_panel=T)
+]
+JitterOpt = Annotated[
+    float,
+    typer.Option(
+        help="Random contrast/brightness jitter amplitude (0 turns it off).", rich_help_panel=T
+    ),
+]
+SegLossOpt = Annotated[SegLossChoice, typer.Option(help="Segmentation loss.", rich_help_panel=T)]
+CkptEveryOpt = Annotated[
+    int, typer.Option(help="Save the checkpoint every N iterations.", rich_help_panel=T)
+]
+AmpOpt = Annotated[
+    bool, typer.Option(help="Mixed precision on CUDA (ignored on CPU).", rich_help_panel=T)
+]
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def adapt(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Option(help="Source raw volume (TIFF or zarr: a.zarr/raw).", rich_help_panel="Data"),
+    ],
+    source_labels: Annotated[
+        str, typer.Option(help="Source mitochondria mask, same shape.", rich_help_panel="Data")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory to create.", rich_help_panel="Data")
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Unlabelled target raw volume (needed by every method except ft).",
+            rich_help_panel="Data",
+        ),
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="Adaptation method; see `emda methods`.",
+            rich_help_panel="Method",
+        ),
+    ] = "ft",
+    opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--opt", help="Method option NAME=VALUE; repeatable.", rich_help_panel="Method"
+        ),
+    ] = None,
+    source_z: Annotated[
+        str | None,
+        typer.Option(help="Source slices START:STOP to train on.", rich_help_panel="Data"),
+    ] = None,
+    target_z: Annotated[
+        str | None,
+        typer.Option(help="Target slices START:STOP to adapt on.", rich_help_panel="Data"),
+    ] = None,
+    foreground: Annotated[
+        float | None,
+        typer.Option(
+            help="Label value of the foreground when labels are not a {0,1}/{0,255} mask.",
+            rich_help_panel="Data",
+        ),
+    ] = None,
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Source voxel size Z,Y,X in nm (overrides the file).", rich_help_panel="Data"
+        ),
+    ] = None,
+    iterations: ItersOpt = 1500,
+    batch_size: BatchOpt = 8,
+    patch_size: PatchOpt = 128,
+    lr: LrOpt = 1e-3,
+    lr_schedule: ScheduleOpt = Schedule.cosine,
+    seed: SeedOpt = 0,
+    augment: AugmentOpt = True,
+    intensity_jitter: JitterOpt = 0.1,
+    seg_loss: SegLossOpt = SegLossChoice.bce_dice,
+    checkpoint_every: CkptEveryOpt = 250,
+    amp: AmpOpt = True,
+    base_channels: Annotated[
+        int, typer.Option(help="U-Net feature maps at the first level.", rich_help_panel="Model")
+    ] = 16,
+    depth: Annotated[
+        int, typer.Option(help="U-Net levels before the bottleneck.", rich_help_panel="Model")
+    ] = 4,
+    lower_percentile: Annotated[
+        float, typer.Option(help="Intensity percentile mapped to 0.", rich_help_panel="Model")
+    ] = 1.0,
+    upper_percentile: Annotated[
+        float, typer.Option(help="Intensity percentile mapped to 1.", rich_help_panel="Model")
+    ] = 99.0,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train a model on a labelled source and an unlabelled target with a DA method."""
+    from emda.model import UNetConfig
+    from emda.normalization import Normalization
+    from emda.options import options_to_dict
+    from emda.volume import parse_voxel_size
+    from emda.workflows import VolumeSpec, adapt, resolve_method
+
+    dev = _setup(device, threads)
+    chosen = resolve_method(method, opt or [])
+    train_cfg = _train_config(
+        iterations=iterations,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        augment=augment,
+        intensity_jitter=intensity_jitter,
+        seg_loss=seg_loss,
+        checkpoint_every=checkpoint_every,
+        amp=amp,
+    )
+    try:
+        model_cfg = UNetConfig(base_channels=base_channels, depth=depth)
+    except ValueError as exc:
+        raise EmdaError(f"--base-channels/--depth: {exc}") from None
+    if patch_size % model_cfg.divisor:
+        raise EmdaError(
+            f"--patch-size {patch_size}: must be a multiple of {model_cfg.divisor} (2^depth)"
+        )
+    resolved = _resolved(ctx)
+    resolved["opt"] = options_to_dict(chosen.options)
+    summary = adapt(
+        VolumeSpec(source, source_labels, source_z, parse_voxel_size(voxel_size), foreground),
+        VolumeSpec(target, None, target_z) if target else None,
+        out,
+        chosen,
+        train_cfg,
+        model_cfg,
+        Normalization(lower_percentile, upper_percentile),
+        dev,
+        overwrite,
+        not quiet,
+        resolved,
+    )
+    _report_run(summary)
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def finetune(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="Run directory (or checkpoint.pt) to start from.")],
+    target: Annotated[str, typer.Option(help="Target raw volume.", rich_help_panel="Data")],
+    target_labels: Annotated[
+        str,
+        typer.Option(
+            help="Target labels (only the chosen fraction of slices is used).",
+            rich_help_panel="Data",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="New run directory.", rich_help_panel="Data")
+    ],
+    fraction: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of the target's labelled z-slices "
+            "to train on, in (0, 1]; slices are drawn by a "
+            "permutation seeded with --seed.",
+            rich_help_panel="Data",
+        ),
+    ] = 1.0,
+    target_z: Annotated[
+        str | None,
+        typer.Option(
+            help="Target slices START:STOP the fraction is drawn from.", rich_help_panel="Data"
+        ),
+    ] = None,
+    foreground: Annotated[
+        float | None,
+        typer.Option(
+            help="Foreground label value if not a {0,1}/{0,255} mask.", rich_help_panel="Data"
+        ),
+    ] = None,
+    iterations: ItersOpt = 500,
+    batch_size: BatchOpt = 8,
+    patch_size: PatchOpt = 128,
+    lr: LrOpt = 1e-4,
+    lr_schedule: ScheduleOpt = Schedule.cosine,
+    seed: SeedOpt = 0,
+    augment: AugmentOpt = True,
+    intensity_jitter: JitterOpt = 0.1,
+    seg_loss: SegLossOpt = SegLossChoice.bce_dice,
+    checkpoint_every: CkptEveryOpt = 250,
+    amp: AmpOpt = True,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Continue a run on a fraction of the target labels (works after any method)."""
+    from emda.workflows import VolumeSpec, finetune
+
+    dev = _setup(device, threads)
+    train_cfg = _train_config(
+        iterations=iterations,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        augment=augment,
+        intensity_jitter=intensity_jitter,
+        seg_loss=seg_loss,
+        checkpoint_every=checkpoint_every,
+        amp=amp,
+    )
+    summary = finetune(
+        run,
+        VolumeSpec(target, target_labels, target_z, None, foreground),
+        out,
+        fraction,
+        train_cfg,
+        dev,
+        overwrite,
+        not quiet,
+        _resolved(ctx),
+    )
+    _report_run(summary)
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run directory or checkpoint.pt.")],
+    input: Annotated[str, typer.Argument(help="Volume to segment (TIFF or zarr).")],
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Probabilities (.tif or .zarr).")
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Binary mask at --threshold (.tif or .zarr).")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Array inside a zarr input.")] = None,
+    threshold: Annotated[float, typer.Option(help="Probability threshold for --mask.")] = 0.5,
+    prob_dtype: Annotated[ProbDtype, typer.Option(help="uint8 stores round(255 p).")] = (
+        ProbDtype.uint8
+    ),
+    tile_size: Annotated[
+        int, typer.Option(help="Sliding-window tile side in pixels.", rich_help_panel="Window")
+    ] = 256,
+    overlap: Annotated[
+        float, typer.Option(help="Tile overlap fraction in [0, 1).", rich_help_panel="Window")
+    ] = 0.25,
+    batch_size: Annotated[
+        int, typer.Option(help="Tiles per forward pass.", rich_help_panel="Window")
+    ] = 8,
+    blend: Annotated[
+        Blend, typer.Option(help="How overlapping tiles are averaged.", rich_help_panel="Window")
+    ] = Blend.gaussian,
+    normalize: Annotated[
+        Normalize, typer.Option(help="Percentiles of this volume, or the training source's range.")
+    ] = Normalize.volume,
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(help="Voxel size Z,Y,X in nm for the outputs (overrides the file)."),
+    ] = None,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Segment a volume of any size with a trained run."""
+    from rich.progress import Progress
+
+    from emda.volume import parse_voxel_size
+    from emda.workflows import predict as run_predict
+
+    dev = _setup(device, threads)
+    with Progress(console=console, disable=quiet) as progress:
+        task = progress.add_task("predicting slices", total=None)
+        info = run_predict(
+            run,
+            input,
+            output,
+            mask,
+            dev,
+            key,
+            threshold,
+            prob_dtype.value,
+            tile_size,
+            overlap,
+            batch_size,
+            blend.value,
+            normalize.value,
+            parse_voxel_size(voxel_size),
+            overwrite,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    written = ", ".join(p for p in (output, mask) if p)
+    console.print(
+        f"wrote {written} ({info['seconds']:.1f} s, {info['voxels_per_second'] / 1e6:.2f} Mvoxel/s)"
+    )
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def evaluate(
+    predictions: Annotated[
+        list[str], typer.Argument(help="Prediction volumes (probabilities or masks).")
+    ],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Ground-truth mask.")],
+    threshold: Annotated[float, typer.Option(help="Probability threshold in [0, 1].")] = 0.5,
+    z_range: Annotated[
+        str | None, typer.Option(help="Score only slices START:STOP (half-open).")
+    ] = None,
+    foreground: Annotated[
+        float | None, typer.Option(help="Foreground label value if not a {0,1}/{0,255} mask.")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Array inside zarr predictions.")] = None,
+    labels_key: Annotated[
+        str | None, typer.Option(help="Array inside a zarr ground truth.")
+    ] = None,
+    per_slice: Annotated[bool, typer.Option(help="Also report every slice.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
+    overwrite: OverwriteOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score predictions against ground truth: IoU, Dice, precision, recall."""
+    from emda.workflows import evaluate_many
+
+    for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+        if path is not None and path.exists() and not overwrite:
+            raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    results = evaluate_many(predictions, labels, threshold, z_range, foreground, key, labels_key)
+    table = Table(title=f"against {labels}" + (f" (z {z_range})" if z_range else ""))
+    for col in ("prediction", "IoU", "Dice", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "prediction" else "right")
+    for r in results:
+        s = r.total.scores()
+        table.add_row(
+            r.prediction, *(f"{s[k]:.4f}" for k in ("iou", "dice", "precision", "recall"))
+        )
+        if per_slice:
+            for z, c in r.per_slice:
+                cs = c.scores()
+                table.add_row(
+                    f"  z={z}",
+                    *(f"{cs[k]:.4f}" for k in ("iou", "dice", "precision", "recall")),
+                    style="dim",
+                )
+    out.print(table)
+    if json_out is not None:
+        _atomic_write(json_out, json.dumps([r.to_dict(per_slice) for r in results], indent=2))
+    if csv_out is not None:
+        _atomic_write(csv_out, _csv(results, per_slice))
+
+
+@app.command()
+@user_errors
+def methods(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the registered adaptation methods, their plugins and options."""
+    from emda.options import describe_options
+    from emda.registry import load_registry
+
+    registry = load_registry()
+    if as_json:
+        data = {
+            "methods": [
+                {
+                    "name": m.name,
+                    "plugin": m.plugin,
+                    "origin": m.origin,
+                    "description": m.cls.description,
+                    "options": [
+                        dict(zip(("name", "type", "default", "help"), row))
+                        for row in describe_options(m.cls.Options)
+                    ],
+                }
+                for m in registry.methods.values()
+            ],
+            "failed_plugins": [f.__dict__ for f in registry.failures],
+            "disabled_plugins": registry.disabled,
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="emda methods")
+    for col in ("method", "plugin", "description", "options (default)"):
+        table.add_column(col)
+    for m in sorted(registry.methods.values(), key=lambda m: m.name):
+        opts = "\n".join(f"{n}: {t} = {d}" for n, t, d, _ in describe_options(m.cls.Options))
+        table.add_row(m.name, f"{m.plugin}\n[dim]{m.origin}[/dim]", m.cls.description, opts or "-")
+    out.print(table)
+    for f in registry.failures:
+        console.print(f"[red]plugin '{f.plugin}' failed to load[/red] ({f.origin}): {f.error}")
+    if registry.disabled:
+        console.print(f"disabled by EMDA_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Where to write the demo's run, predictions and figure."),
+    ] = Path("demo-output"),
+    iterations: Annotated[int, typer.Option(help="Training iterations.")] = 300,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with the bundled crops (default: examples/data of this checkout)."
+        ),
+    ] = None,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Adapt EPFL -> Drosophila VNC on bundled crops, predict, evaluate, draw an overlay."""
+    from emda.demo import run_demo
+
+    dev = _setup(device, threads)
+    run_demo(out, iterations, data, dev, not quiet)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _report_run(summary) -> None:
+    terms = "  ".join(f"{k}={v:.4f}" for k, v in summary.final_terms.items())
+    console.print(
+        f"[green]done[/green]: {summary.iterations} iterations in "
+        f"{summary.seconds:.0f} s; final {terms}; run in {summary.run_dir}"
+    )
+
+
+def _csv(results, per_slice: bool) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(
+        [
+            "prediction",
+            "truth",
+            "z",
+            "threshold",
+            "iou",
+            "dice",
+            "precision",
+            "recall",
+            "tp",
+            "fp",
+            "fn",
+            "tn",
+        ]
+    )
+    for r in results:
+        rows = [("all", r.total)] + (list(r.per_slice) if per_slice else [])
+        for z, c in rows:
+            s = c.scores()
+            writer.writerow(
+                [
+                    r.prediction,
+                    r.truth,
+                    z,
+                    r.threshold,
+                    s["iou"],
+                    s["dice"],
+                    s["precision"],
+                    s["recall"],
+                    c.tp,
+                    c.fp,
+                    c.fn,
+                    c.tn,
+                ]
+            )
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise EmdaError(f"{path}: directory {parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EmdaError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"emda {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+
+
+def main() -> None:
+    app(prog_name="emda")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The interface a domain-adaptation method implements.
+
+A method declares its options (a dataclass), may build extra heads that hang
+off the encoder, and returns *named loss terms* for one training step. The one
+training loop (:mod:`emda.train`) sums the terms, back-propagates and logs each
+by name; it knows nothing about any particular method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from emda.losses import segmentation_loss
+from emda.model import SegmentationOutput, UNet
+
+
+@dataclass
+class NoOptions:
+    """A method without options."""
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, 1, H, W) normalised intensities
+    y: torch.Tensor | None = None  # (B, 1, H, W) float {0, 1}, None where unlabelled
+
+
+@dataclass
+class TrainStep:
+    """Everything a method may use to compute its loss terms for one step."""
+
+    model: UNet
+    heads: nn.ModuleDict  # the modules this method built in ``build_heads``
+    source: Batch
+    source_out: SegmentationOutput
+    target: Batch | None  # None when the method does not use the target
+    target_out: SegmentationOutput | None  # logits are None unless needs_target_logits
+    progress: float  # fraction of the iteration budget done, in [0, 1)
+    iteration: int
+    seg_loss: str = "bce_dice"
+
+    def source_segmentation_loss(self) -> torch.Tensor:
+        assert self.source.y is not None, "source batches are always labelled"
+        return segmentation_loss(self.source_out.logits, self.source.y, self.seg_loss)
+
+
+class Method:
+    """Base class of every domain-adaptation method.
+
+    Subclasses set ``name`` (the CLI name), a one-line ``description`` and,
+    optionally, an ``Options`` dataclass whose fields carry
+    ``metadata={"help": ...}``. The default ``loss_terms`` is plain supervised
+    training on the source, which is what FT does.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    #: whether the training loop should sample target patches and run them
+    #: through the network (FT does not need them).
+    uses_target: ClassVar[bool] = True
+    #: whether target patches also go through the decoder (costs time); when
+    #: False, ``step.target_out.logits`` is None and only features are given.
+    needs_target_logits: ClassVar[bool] = False
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def build_heads(self, model: UNet) -> dict[str, nn.Module]:
+        """Extra modules trained with the network, e.g. a domain classifier.
+
+        They receive ``model.encoder``'s outputs; ``model.encoder.channels``
+        gives their widths. They are dropped from exported models.
+        """
+        return {}
+
+    def loss_terms(self, step: TrainStep) -> dict[str, torch.Tensor]:
+        """Named scalar losses for one step; the loop sums and logs them."""
+        return {"seg": step.source_segmentation_loss()}
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {f.name: getattr(cls.Options(), f.name) for f in dataclasses.fields(cls.Options)}
+
+
+class Supervised(Method):
+    """Plain supervised training on labelled batches; what ``emda finetune`` runs."""
+
+    name = "supervised"
+    description = "Segmentation loss on labelled patches only."
+    uses_target = False

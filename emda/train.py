@@ -1,0 +1,227 @@
+"""The one training loop. Methods contribute heads and named loss terms; nothing else.
+
+Each step draws a labelled source batch (and, if the method wants it, an
+unlabelled target batch), asks the method for its loss terms, sums them,
+back-propagates, and logs every term by name to ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from emda.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
+from emda.errors import EmdaError
+from emda.method import Method, TrainStep
+from emda.sampling import PatchSampler
+
+LOG_NAME = "log.jsonl"
+STATE_NAME = "state.pt"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1500
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"  # or "constant"
+    seed: int = 0
+    augment: bool = True
+    intensity_jitter: float = 0.1
+    seg_loss: str = "bce_dice"
+    checkpoint_every: int = 250
+    amp: bool = True  # mixed precision; only used on CUDA
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "patch_size", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise EmdaError(f"--{name.replace('_', '-')} must be positive")
+        if not self.lr > 0:
+            raise EmdaError("--lr must be positive")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise EmdaError("--lr-schedule must be cosine or constant")
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    seconds: float
+    final_terms: dict[str, float]
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def train(
+    model: nn.Module,
+    method: Method,
+    source: PatchSampler,
+    target: PatchSampler | None,
+    config: TrainConfig,
+    device: torch.device,
+    run_dir: Path,
+    template: Checkpoint,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place and write the run directory's checkpoint and log."""
+    rng = seed_everything(config.seed)
+    heads = nn.ModuleDict(method.build_heads(model))
+    # channels_last: ~15 % faster convolutions on CPU (oneDNN) and tensor cores on CUDA
+    model.to(device, memory_format=torch.channels_last).train()
+    heads.to(device).train()
+    params = list(model.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    schedule = _lr_lambda(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+    use_target = method.uses_target and target is not None
+    if method.uses_target and target is None:
+        raise EmdaError(f"method '{method.name}' needs target data: pass --target")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    terms_f: dict[str, float] = {}
+    with open(run_dir / LOG_NAME, "a", buffering=1) as log, _progress(show_progress) as progress:
+        task = progress.add_task("training", total=config.iterations, terms="")
+        for it in range(config.iterations):
+            src = source.sample(config.batch_size, rng)
+            tgt = target.sample(config.batch_size, rng) if use_target else None
+            src.x, src.y = _to(src.x, device), src.y.to(device)
+            if tgt is not None:
+                tgt.x = _to(tgt.x, device)
+                tgt.y = None if tgt.y is None else tgt.y.to(device)
+            with autocast:
+                src_out = model.forward_features(src.x)
+                tgt_out = None
+                if tgt is not None:
+                    tgt_out = (
+                        model.forward_features(tgt.x)
+                        if method.needs_target_logits
+                        else model.encode(tgt.x)
+                    )
+                step = TrainStep(
+                    model=model,
+                    heads=heads,
+                    source=src,
+                    source_out=src_out,
+                    target=tgt,
+                    target_out=tgt_out,
+                    progress=it / config.iterations,
+                    iteration=it,
+                    seg_loss=config.seg_loss,
+                )
+                terms = method.loss_terms(step)
+            loss = _total(terms, method.name)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            terms_f = {k: float(v.detach()) for k, v in terms.items()}
+            if not math.isfinite(float(loss.detach())):
+                raise EmdaError(
+                    f"training diverged at iteration {it + 1} (loss terms: {terms_f}); "
+                    "lower --lr or the method's weights"
+                )
+            record = {
+                "iteration": it + 1,
+                "loss": float(loss.detach()),
+                **terms_f,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+            log.write(json.dumps(record) + "\n")
+            progress.update(task, advance=1, terms=_format_terms(record))
+            if (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
+                log.flush()
+                _save_state(run_dir, model, heads, optimizer, template, it + 1, rng)
+    template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    template.iteration = config.iterations
+    save_checkpoint(template, run_dir / CHECKPOINT_NAME)
+    state = run_dir / STATE_NAME
+    if state.exists():
+        state.unlink()  # the final checkpoint supersedes the intermediate state
+    return TrainResult(config.iterations, time.perf_counter() - start, terms_f)
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.to(device, memory_format=torch.channels_last, non_blocking=True)
+
+
+def _total(terms: dict[str, torch.Tensor], method: str) -> torch.Tensor:
+    if not terms:
+        raise EmdaError(f"method '{method}' returned no loss terms")
+    for name, value in terms.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise EmdaError(f"method '{method}': loss term '{name}' is not a scalar tensor")
+    return torch.stack([v.float().reshape(()) for v in terms.values()]).sum()
+
+
+def _lr_lambda(config: TrainConfig):
+    if config.lr_schedule == "constant":
+        return lambda it: 1.0
+    # cosine decay to 1 % of the initial rate over the iteration budget
+    return lambda it: (
+        0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(it, config.iterations) / config.iterations))
+    )
+
+
+def _save_state(run_dir, model, heads, optimizer, template, iteration, rng) -> None:
+    """Intermediate state: a usable checkpoint plus what resuming would need."""
+    template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    template.iteration = iteration
+    save_checkpoint(template, run_dir / CHECKPOINT_NAME)
+    atomic_torch_save(
+        {
+            "iteration": iteration,
+            "heads": {k: v.detach().cpu() for k, v in heads.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "numpy_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        },
+        run_dir / STATE_NAME,
+    )
+
+
+def _format_terms(record: dict) -> str:
+    skip = {"iteration", "lr", "seconds"}
+    return "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in skip)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[terms]}"),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / LOG_NAME
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_config_dict(config: TrainConfig) -> dict:
+    return asdict(config)

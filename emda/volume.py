@@ -1,0 +1,417 @@
+"""Read and write 3D volumes (z, y, x): multi-page TIFF and zarr (v2 and v3 stores).
+
+Zarr arrays stay on disk and are read a block at a time; TIFF stacks are read
+whole (they are compressed page by page, so there is nothing to slice lazily).
+A 2D image is a volume with z = 1. Addresses look like ``raw.tif``,
+``volume.zarr`` (an array at the root), ``volume.zarr/raw`` or
+``volume.zarr`` with ``key="raw"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emda.errors import EmdaError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
+VoxelSize = tuple[float, float, float]  # (z, y, x) in nm
+
+_UNIT_TO_NM = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "\\u00b5m": 1e3,
+    "micron": 1e3,
+    "micrometer": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+}
+
+
+@dataclass
+class Volume:
+    """A (z, y, x) array that may live on disk; index it like a numpy array."""
+
+    array: Any  # numpy.ndarray or zarr.Array with 2 or 3 dimensions
+    path: str
+    voxel_size: VoxelSize | None = None
+
+    def __post_init__(self) -> None:
+        if self.array.ndim not in (2, 3):
+            raise EmdaError(
+                f"{self.path}: expected a 2D image or 3D volume (z, y, x), "
+                f"got {self.array.ndim} dimensions with shape {tuple(self.array.shape)}"
+            )
+        if 0 in self.array.shape:
+            raise EmdaError(f"{self.path}: volume is empty (shape {tuple(self.array.shape)})")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = tuple(int(n) for n in self.array.shape)
+        return (1, *s) if len(s) == 2 else s  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def lazy(self) -> bool:
+        return not isinstance(self.array, np.ndarray)
+
+    def read(self, z: int | slice = slice(None), y: slice = slice(None), x: slice = slice(None)):
+        """Read a block as a numpy array; ``z`` an int gives a 2D slice."""
+        if self.array.ndim == 2:
+            block = np.asarray(self.array[y, x])[None]
+            return block[z]
+        return np.asarray(self.array[z, y, x])
+
+    def __getitem__(self, index) -> np.ndarray:
+        if not isinstance(index, tuple):
+            index = (index,)
+        return self.read(*index)
+
+
+def split_address(path: str | os.PathLike, key: str | None = None) -> tuple[Path, str | None]:
+    """``a/b.zarr/raw/s0`` -> (``a/b.zarr``, ``raw/s0``); TIFF paths pass through."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        if part.endswith(ZARR_SUFFIXES):
+            inner = "/".join(parts[i + 1 :]) or None
+            keys = [k for k in (inner, key) if k]
+            return Path(*parts[: i + 1]), "/".join(keys) or None
+    return Path(path), key
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    store, _ = split_address(path)
+    return store.name.endswith(ZARR_SUFFIXES)
+
+
+def open_volume(
+    path: str | os.PathLike, key: str | None = None, voxel_size: VoxelSize | None = None
+) -> Volume:
+    """Open a volume for reading; ``voxel_size`` (nm) overrides the file's metadata."""
+    store, key = split_address(path, key)
+    if is_zarr(store):
+        volume = _open_zarr(store, key, path)
+    elif store.suffix.lower() in TIFF_SUFFIXES:
+        if key:
+            raise EmdaError(f"{path}: --key applies to zarr stores only, not TIFF")
+        volume = _open_tiff(store)
+    else:
+        raise EmdaError(
+            f"{path}: unsupported file type '{store.suffix or store.name}' "
+            f"(use .tif/.tiff or a .zarr store)"
+        )
+    if voxel_size is not None:
+        volume.voxel_size = tuple(float(v) for v in voxel_size)  # type: ignore[assignment]
+    return volume
+
+
+def _open_tiff(path: Path) -> Volume:
+    import tifffile
+
+    if not path.is_file():
+        raise EmdaError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            array = tif.asarray()
+            voxel = _tiff_voxel_size(tif)
+    except EmdaError:
+        raise
+    except Exception as exc:
+        raise EmdaError(f"{path}: not a readable TIFF ({_short(exc)})") from None
+    array = np.squeeze(array) if array.ndim > 3 else array
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
+        raise EmdaError(f"{path}: looks like an RGB image; convert it to greyscale first")
+    return Volume(array, str(path), voxel)
+
+
+def _tiff_voxel_size(tif) -> VoxelSize | None:
+    """From ImageJ metadata (unit, spacing) and the X/YResolution tags."""
+    ij = tif.imagej_metadata or {}
+    unit = str(ij.get("unit", "")).strip().lower()
+    scale = _UNIT_TO_NM.get(unit)
+    if scale is None:
+        return None
+    tags = tif.pages[0].tags
+
+    def size(tag: str) -> float | None:
+        if tag not in tags:
+            return None
+        num, den = tags[tag].value
+        return den / num * scale if num else None
+
+    y, x = size("YResolution"), size("XResolution")
+    if y is None or x is None:
+        return None
+    z = float(ij.get("spacing", 1.0)) * scale
+    return (round(z, 6), round(y, 6), round(x, 6))
+
+
+def _open_zarr(store: Path, key: str | None, address) -> Volume:
+    import zarr
+
+    if not store.exists():
+        raise EmdaError(f"{store}: no such zarr store")
+    try:
+        node = zarr.open(str(store), mode="r", path=key) if key else zarr.open(str(store), mode="r")
+    except Exception as exc:
+        where = f"key '{key}' in {store}" if key else str(store)
+        raise EmdaError(f"{where}: no zarr array or group there ({_short(exc)})") from None
+    voxel = None
+    if isinstance(node, zarr.Group):
+        node, voxel = _array_in_group(node, address)
+    voxel = _zarr_voxel_size(node.attrs) or voxel
+    return Volume(node, str(address), voxel)
+
+
+def _array_in_group(group, address):
+    """A multiscale (OME-Zarr) group opens at full resolution; others need a key."""
+    ms = _multiscales(group.attrs)
+    if ms:
+        first = ms[0]["datasets"][0]
+        return group[first["path"]], _scale_from_transforms(first, ms[0].get("axes"))
+    arrays = sorted(name for name, _ in group.arrays())
+    raise EmdaError(
+        f"{address}: is a zarr group, not an array; name one as {address}/NAME or with --key "
+        f"(arrays here: {', '.join(arrays) or 'none'})"
+    )
+
+
+def _multiscales(attrs) -> list:
+    attrs = dict(attrs)
+    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or []
+
+
+def _scale_from_transforms(dataset: dict, axes) -> VoxelSize | None:
+    for t in dataset.get("coordinateTransformations", []):
+        if t.get("type") == "scale" and len(t["scale"]) >= 2:
+            scale = [float(s) for s in t["scale"]][-3:]
+            unit = "nm"
+            if axes:
+                unit = (
+                    str(axes[-1].get("unit", "nanometer")) if isinstance(axes[-1], dict) else unit
+                )
+            factor = _UNIT_TO_NM.get(unit.lower(), 1.0)
+            scale = [s * factor for s in scale]
+            return tuple([1.0] * (3 - len(scale)) + scale)  # type: ignore[return-value]
+    return None
+
+
+def _zarr_voxel_size(attrs) -> VoxelSize | None:
+    value = dict(attrs).get("voxel_size")
+    if isinstance(value, list | tuple) and len(value) == 3:
+        return tuple(float(v) for v in value)  # type: ignore[return-value]
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# --- labels -----------------------------------------------------------------
+
+
+def to_foreground(block: np.ndarray, source: str, foreground: float | None = None) -> np.ndarray:
+    """Binary mask (uint8 {0, 1}) from a label block.
+
+    {0, 1} and {0, 255} are masks as they are; anything else needs ``foreground``.
+    """
+    if foreground is not None:
+        return (block == foreground).astype(np.uint8)
+    values = np.unique(block)
+    if np.all(np.isin(values, (0, 1))):
+        return block.astype(np.uint8, copy=False)
+    if np.all(np.isin(values, (0, 255))):
+        return (block > 0).astype(np.uint8)
+    shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+    raise EmdaError(
+        f"{source}: labels hold values {{{shown}}}; expected a mask of {{0, 1}} or {{0, 255}}. "
+        f"Name the foreground with --foreground VALUE"
+    )
+
+
+def read_labels(
+    path: str | os.PathLike, key: str | None = None, foreground: float | None = None
+) -> Volume:
+    """Load a label volume fully into memory as a {0, 1} mask."""
+    volume = open_volume(path, key)
+    mask = to_foreground(volume.read(), volume.path, foreground)
+    return Volume(mask, volume.path, volume.voxel_size)
+
+
+def parse_voxel_size(text: str | None) -> VoxelSize | None:
+    """``"50,4.6,4.6"`` (z, y, x in nm) -> tuple; a single number means isotropic."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise EmdaError(f"--voxel-size {text}: expected Z,Y,X in nm, e.g. 50,4.6,4.6") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise EmdaError(f"--voxel-size {text}: expected three positive numbers Z,Y,X in nm")
+    return (values[0], values[1], values[2])
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--output") -> None:
+    """Fail early, before any work, if ``path`` cannot or must not be written."""
+    store, key = split_address(path)
+    suffix = store.suffix.lower()
+    if not (is_zarr(store) or suffix in TIFF_SUFFIXES):
+        raise EmdaError(f"{option} {path}: unsupported output type (use .tif/.tiff or .zarr)")
+    target = store / key if key else store
+    if target.exists() and not overwrite:
+        raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    parent = store.parent if not key else store if store.exists() else store.parent
+    parent = parent if str(parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise EmdaError(f"{option} {path}: directory {parent} is not writable")
+    if not parent.exists():
+        raise EmdaError(f"{option} {path}: directory {parent} does not exist")
+
+
+class VolumeWriter:
+    """Write a volume slice by slice; it appears at ``path`` only when complete.
+
+    Data goes to a temporary sibling first and is renamed into place by
+    :meth:`commit`, so an interrupted write never leaves a half-written output
+    under the final name. Use as a context manager: leaving the block with an
+    exception deletes the temporary data.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple[int, int, int],
+        dtype,
+        voxel_size: VoxelSize | None = None,
+        overwrite: bool = False,
+        chunks: tuple[int, int, int] | None = None,
+        attrs: dict | None = None,
+    ) -> None:
+        check_output(path, overwrite)
+        self.path = Path(path)
+        self.store, self.key = split_address(path)
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.voxel_size = voxel_size
+        self.attrs = dict(attrs or {})
+        self._tag = f".emda-tmp-{uuid.uuid4().hex[:8]}"
+        if is_zarr(self.store):
+            self._zarr = self._create_zarr(chunks)
+            self._buffer = None
+        else:
+            self._zarr = None
+            self._buffer = np.zeros(shape, self.dtype)
+
+    # zarr: write into a temporary array directory, rename it into place on commit
+    def _create_zarr(self, chunks):
+        import zarr
+
+        self._final = self.store / self.key if self.key else self.store
+        self._tmp = self._final.with_name(self._final.name + self._tag)
+        if self.key:
+            parent = self._final.parent
+            fmt = 3
+            if not parent.exists() or not any(
+                (parent / m).exists() for m in ("zarr.json", ".zgroup")
+            ):
+                zarr.open_group(str(parent), mode="a", zarr_format=3)
+            else:
+                fmt = 2 if (parent / ".zgroup").exists() else 3
+        else:
+            fmt = 3
+        _, y, x = self.shape
+        chunks = chunks or (1, min(y, 1024), min(x, 1024))
+        attrs = dict(self.attrs)
+        if self.voxel_size is not None:
+            attrs["voxel_size"] = list(self.voxel_size)
+        return zarr.create_array(
+            store=str(self._tmp),
+            shape=self.shape,
+            chunks=chunks,
+            dtype=self.dtype,
+            zarr_format=fmt,
+            attributes=attrs,
+            **({"dimension_names": ["z", "y", "x"]} if fmt == 3 else {}),
+        )
+
+    def write(self, z: int | slice, block: np.ndarray) -> None:
+        if self._zarr is not None:
+            self._zarr[z] = block
+        else:
+            self._buffer[z] = block
+
+    def commit(self) -> None:
+        if self._zarr is not None:
+            if self._final.exists():
+                _remove(self._final)
+            os.replace(self._tmp, self._final)
+            return
+        import tifffile
+
+        tmp = self.store.with_name(self.store.name + self._tag)
+        kwargs: dict[str, Any] = {"compression": "zlib"}
+        if self.voxel_size is not None:
+            vz, vy, vx = self.voxel_size
+            kwargs.update(resolution=(1 / vx, 1 / vy), resolutionunit="NONE")
+            meta = {"axes": "ZYX", "spacing": vz, "unit": "nm"}
+        else:
+            meta = {"axes": "ZYX"}
+        try:
+            with open(tmp, "wb") as fh:
+                tifffile.imwrite(
+                    fh, self._buffer, imagej=_imagej_ok(self.dtype), metadata=meta, **kwargs
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.store)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def abort(self) -> None:
+        if self._zarr is not None and self._tmp.exists():
+            _remove(self._tmp)
+
+    def __enter__(self) -> VolumeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _imagej_ok(dtype: np.dtype) -> bool:
+    return dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def write_volume(path, data: np.ndarray, voxel_size: VoxelSize | None = None, **kw) -> None:
+    """Write a whole in-memory volume (2D arrays are stored with z = 1)."""
+    data = data[None] if data.ndim == 2 else data
+    with VolumeWriter(path, data.shape, data.dtype, voxel_size, **kw) as writer:
+        writer.write(slice(None), data)
+        writer.commit()

@@ -1,0 +1,364 @@
+"""What the commands do, as plain functions (the CLI and the demo both call these)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emda import __version__
+from emda.checkpoint import Checkpoint, load_checkpoint
+from emda.errors import EmdaError
+from emda.evaluate import COMPLETE_ATTR, Evaluation, evaluate, parse_z_range
+from emda.inference import BlendMode, SlidingWindowPredictor
+from emda.method import Method, Supervised
+from emda.model import UNet, UNetConfig
+from emda.normalization import Normalization, NormalizeMode
+from emda.options import options_to_dict, parse_options
+from emda.plots import training_curve
+from emda.registry import load_registry
+from emda.sampling import PatchSampler, choose_slices
+from emda.train import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, TrainConfig, read_log, train
+from emda.volume import Volume, VolumeWriter, check_output, open_volume, read_labels
+
+log = logging.getLogger("emda")
+
+CONFIG_NAME = "config.toml"
+CURVE_NAME = "training_curve.png"
+RUN_FILES = (CHECKPOINT_NAME, STATE_NAME, LOG_NAME, CONFIG_NAME, CURVE_NAME)
+
+
+@dataclass
+class VolumeSpec:
+    """Where a training volume is and which z-slices of it to use."""
+
+    raw: str
+    labels: str | None = None
+    z_range: str | None = None
+    voxel_size: tuple[float, float, float] | None = None
+    foreground: float | None = None
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    iterations: int
+    seconds: float
+    final_terms: dict[str, float]
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs; ``overwrite`` removes only files emda itself writes."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise EmdaError(f"--out {run_dir}: exists and is not a directory")
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if existing and not overwrite:
+        raise EmdaError(f"--out {run_dir}: already holds a run (pass --overwrite to replace it)")
+    parent = run_dir.parent if str(run_dir.parent) else Path(".")
+    if not run_dir.exists() and not parent.exists():
+        raise EmdaError(f"--out {run_dir}: parent directory {parent} does not exist")
+    try:
+        run_dir.mkdir(exist_ok=True)
+        probe = run_dir / ".emda-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise EmdaError(f"--out {run_dir}: not writable ({exc.strerror})") from None
+    for name in existing:
+        (run_dir / name).unlink()
+
+
+def _load_training_volume(spec: VolumeSpec, role: str) -> tuple[Volume, Volume | None, list[int]]:
+    raw = open_volume(spec.raw, voxel_size=spec.voxel_size)
+    labels = None
+    if spec.labels:
+        labels = read_labels(spec.labels, foreground=spec.foreground)
+        if labels.shape != raw.shape:
+            raise EmdaError(
+                f"{spec.labels}: label shape {labels.shape} differs from {role} raw "
+                f"{spec.raw} shape {raw.shape}"
+            )
+    start, stop = parse_z_range(spec.z_range, raw.shape[0])
+    zs = list(range(start, stop))
+    if labels is not None and not np.any(labels.read(slice(start, stop))):
+        raise EmdaError(f"{spec.labels}: no foreground voxels in the {role} labels used")
+    return raw, labels, zs
+
+
+def resolve_method(name: str, opts: list[str] | dict) -> Method:
+    info = load_registry().get(name)
+    return info.cls(parse_options(info.cls.Options, opts, name))
+
+
+def adapt(
+    source: VolumeSpec,
+    target: VolumeSpec | None,
+    run_dir: Path,
+    method: Method,
+    config: TrainConfig,
+    model_config: UNetConfig,
+    normalization: Normalization,
+    device: torch.device,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    resolved_config: dict | None = None,
+) -> RunSummary:
+    """Train a new model on the labelled source (and unlabelled target) with ``method``."""
+    src_raw, src_labels, src_z = _load_training_volume(source, "source")
+    if src_labels is None:
+        raise EmdaError("--source-labels is required: the source must be labelled")
+    tgt_sampler = None
+    tgt_range = None
+    if target is not None and method.uses_target:
+        tgt_raw, _, tgt_z = _load_training_volume(target, "target")
+        tgt_range = normalization.fit(tgt_raw)
+        tgt_sampler = PatchSampler(
+            tgt_raw,
+            tgt_range,
+            config.patch_size,
+            None,
+            tgt_z,
+            config.augment,
+            config.intensity_jitter,
+        )
+    elif method.uses_target:
+        raise EmdaError(f"--target is required by method '{method.name}'")
+    prepare_run_dir(run_dir, overwrite)
+    src_range = normalization.fit(src_raw)
+    src_sampler = PatchSampler(
+        src_raw,
+        src_range,
+        config.patch_size,
+        src_labels,
+        src_z,
+        config.augment,
+        config.intensity_jitter,
+    )
+    model = UNet(model_config)
+    template = Checkpoint(
+        model_config=model_config,
+        state_dict={},
+        normalization=normalization,
+        source_range=src_range,
+        voxel_size=src_raw.voxel_size,
+        method=method.name,
+        method_options=options_to_dict(method.options),
+        training={
+            "command": "adapt",
+            **_training_dict(config),
+            "source": source.raw,
+            "target": target.raw if target else None,
+            "target_range": [tgt_range.low, tgt_range.high] if tgt_range else None,
+        },
+    )
+    _write_config(run_dir, "adapt", resolved_config)
+    result = train(
+        model, method, src_sampler, tgt_sampler, config, device, run_dir, template, show_progress
+    )
+    _write_curve(run_dir)
+    return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
+
+
+def finetune(
+    base: str | Path,
+    target: VolumeSpec,
+    run_dir: Path,
+    fraction: float,
+    config: TrainConfig,
+    device: torch.device,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    resolved_config: dict | None = None,
+) -> RunSummary:
+    """Continue a run's model on ``fraction`` of the target's labelled z-slices."""
+    if not 0 < fraction <= 1:
+        raise EmdaError(f"--fraction {fraction}: must be in (0, 1]")
+    ckpt = load_checkpoint(base)
+    if target.labels is None:
+        raise EmdaError("--target-labels is required for finetuning")
+    raw, labels, zs = _load_training_volume(target, "target")
+    chosen = [zs[i] for i in choose_slices(len(zs), fraction, config.seed)]
+    assert labels is not None
+    if not np.any(labels.read(slice(None))[chosen]):
+        log.warning("the chosen target slices %s contain no foreground", chosen)
+    prepare_run_dir(run_dir, overwrite)
+    tgt_range = ckpt.normalization.fit(raw)
+    sampler = PatchSampler(
+        raw, tgt_range, config.patch_size, labels, chosen, config.augment, config.intensity_jitter
+    )
+    model = ckpt.build_model()
+    template = Checkpoint(
+        model_config=ckpt.model_config,
+        state_dict={},
+        normalization=ckpt.normalization,
+        source_range=tgt_range,
+        voxel_size=raw.voxel_size or ckpt.voxel_size,
+        method=ckpt.method,
+        method_options=ckpt.method_options,
+        training={
+            "command": "finetune",
+            **_training_dict(config),
+            "base": str(base),
+            "base_training": ckpt.training,
+            "fraction": fraction,
+            "labelled_slices": chosen,
+            "target": target.raw,
+        },
+    )
+    _write_config(run_dir, "finetune", resolved_config)
+    result = train(
+        model, Supervised(), sampler, None, config, device, run_dir, template, show_progress
+    )
+    _write_curve(run_dir)
+    return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
+
+
+def predict(
+    checkpoint: str | Path,
+    input_path: str,
+    output: str | None,
+    mask: str | None,
+    device: torch.device,
+    key: str | None = None,
+    threshold: float = 0.5,
+    prob_dtype: str = "uint8",
+    tile_size: int = 256,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    blend: str = BlendMode.gaussian,
+    normalize: str = NormalizeMode.volume,
+    voxel_size: tuple[float, float, float] | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> dict:
+    """Write foreground probabilities and/or a mask for every slice of a volume."""
+    if output is None and mask is None:
+        raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
+    if not 0 <= threshold <= 1:
+        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    if prob_dtype not in ("uint8", "float32"):
+        raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
+    if output and mask and Path(output).resolve() == Path(mask).resolve():
+        raise EmdaError("--output and --mask must be different paths")
+    ckpt = load_checkpoint(checkpoint)
+    volume = open_volume(input_path, key, voxel_size)
+    for path, option in ((output, "--output"), (mask, "--mask")):
+        if path:
+            check_output(path, overwrite, option)
+    model = ckpt.build_model()
+    predictor = SlidingWindowPredictor(model, device, tile_size, overlap, batch_size, blend)
+    intensity = (
+        ckpt.normalization.fit(volume)
+        if NormalizeMode(normalize) is NormalizeMode.volume
+        else ckpt.source_range
+    )
+    voxel = volume.voxel_size
+    writers = []
+    if output:
+        writers.append(
+            (
+                "prob",
+                VolumeWriter(
+                    output,
+                    volume.shape,
+                    prob_dtype,
+                    voxel,
+                    overwrite,
+                    attrs={"emda_kind": "probability", COMPLETE_ATTR: True},
+                ),
+            )
+        )
+    if mask:
+        writers.append(
+            (
+                "mask",
+                VolumeWriter(
+                    mask,
+                    volume.shape,
+                    "uint8",
+                    voxel,
+                    overwrite,
+                    attrs={"emda_kind": "mask", COMPLETE_ATTR: True},
+                ),
+            )
+        )
+    start = time.perf_counter()
+    try:
+        for z, prob in predictor.predict_volume(volume, intensity):
+            for kind, writer in writers:
+                if kind == "mask":
+                    writer.write(z, (prob >= threshold).astype(np.uint8))
+                elif prob_dtype == "uint8":
+                    writer.write(z, np.round(prob * 255).astype(np.uint8))
+                else:
+                    writer.write(z, prob.astype(np.float32))
+            if progress is not None:
+                progress(z + 1, volume.shape[0])
+        for _, writer in writers:
+            writer.commit()
+    except BaseException:
+        for _, writer in writers:
+            writer.abort()
+        raise
+    seconds = time.perf_counter() - start
+    return {
+        "input": input_path,
+        "shape": volume.shape,
+        "seconds": seconds,
+        "voxels_per_second": float(np.prod(volume.shape)) / seconds,
+        "intensity_range": [intensity.low, intensity.high],
+    }
+
+
+def evaluate_many(
+    predictions: list[str],
+    truth: str,
+    threshold: float = 0.5,
+    z_range: str | None = None,
+    foreground: float | None = None,
+    key: str | None = None,
+    truth_key: str | None = None,
+) -> list[Evaluation]:
+    gt = open_volume(truth, truth_key)
+    return [evaluate(open_volume(p, key), gt, threshold, z_range, foreground) for p in predictions]
+
+
+def _training_dict(config: TrainConfig) -> dict:
+    from dataclasses import asdict
+
+    return {**asdict(config), "emda_version": __version__}
+
+
+def _write_config(run_dir: Path, command: str, resolved: dict | None) -> None:
+    if resolved is None:
+        return
+    import tomli_w
+
+    clean = {k: _plain(v) for k, v in resolved.items() if v is not None}
+    (run_dir / CONFIG_NAME).write_text(
+        f"# resolved settings of this run; rerun with: emda {command} --config {CONFIG_NAME}\n"
+        + tomli_w.dumps({command: clean})
+    )
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "value"):  # enums
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _write_curve(run_dir: Path) -> None:
+    records = read_log(run_dir)
+    if records:
+        training_curve(records, run_dir / CURVE_NAME)

@@ -1,0 +1,249 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emda.cli import app
+from emda.volume import open_volume
+
+runner = CliRunner()
+COMMANDS = ["adapt", "finetune", "predict", "evaluate", "methods", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_readable_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny adapt run on the bundled EPFL crop, shared by the tests below."""
+    from tests.conftest import CROPS
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(CROPS / "epfl_train/raw.tif"),
+            "--source-labels",
+            str(CROPS / "epfl_train/labels.tif"),
+            "--target",
+            str(CROPS / "vnc/raw.tif"),
+            "--method",
+            "ft",
+            "--out",
+            str(run),
+            "--iterations",
+            "4",
+            "--batch-size",
+            "2",
+            "--patch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--base-channels",
+            "4",
+            "--checkpoint-every",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_adapt_writes_a_complete_run_directory(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"checkpoint.pt", "log.jsonl", "config.toml", "training_curve.png"} <= names
+    assert "state.pt" not in names  # intermediate state is removed when the run finishes
+    log = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4] and all("seg" in r for r in log)
+
+
+def test_predict_then_evaluate_end_to_end(trained_run, crops, tmp_path):
+    prob, mask = tmp_path / "prob.tif", tmp_path / "mask.zarr"
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(trained_run),
+            str(crops / "vnc/raw.tif"),
+            "--output",
+            str(prob),
+            "--mask",
+            str(mask),
+            "--tile-size",
+            "128",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    p, m = open_volume(prob), open_volume(mask)
+    assert p.shape == m.shape == (12, 320, 320) and p.dtype == np.uint8
+    assert p.voxel_size == pytest.approx((50.0, 4.6, 4.6))
+    np.testing.assert_array_equal(m.read(), (p.read() >= 128).astype(np.uint8))
+
+    out_json, out_csv = tmp_path / "scores.json", tmp_path / "scores.csv"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(prob),
+            str(mask),
+            "--labels",
+            str(crops / "vnc/labels.tif"),
+            "--z-range",
+            "4:12",
+            "--json",
+            str(out_json),
+            "--csv",
+            str(out_csv),
+            "--per-slice",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out_json.read_text())
+    assert len(scores) == 2 and scores[0]["z_range"] == [4, 12]
+    assert scores[0]["iou"] == pytest.approx(scores[1]["iou"])  # same masks, two encodings
+    assert len(scores[0]["per_slice"]) == 8
+    assert out_csv.read_text().count("\n") == 1 + 2 * 9
+
+
+def test_finetune_uses_the_chosen_fraction_of_slices(trained_run, crops, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(trained_run),
+            "--target",
+            str(crops / "vnc/raw.tif"),
+            "--target-labels",
+            str(crops / "vnc/labels.tif"),
+            "--fraction",
+            "0.25",
+            "--out",
+            str(tmp_path / "ft"),
+            "--iterations",
+            "2",
+            "--batch-size",
+            "2",
+            "--patch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    from emda.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "ft")
+    assert ckpt.training["fraction"] == 0.25 and len(ckpt.training["labelled_slices"]) == 3
+    assert ckpt.model_config.base_channels == 4  # the base run's network
+
+
+def test_config_file_supplies_options_and_command_line_wins(crops, tmp_path, tiny_train):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[adapt]\nsource = "{crops / "epfl_train/raw.tif"}"\n'
+        f'source-labels = "{crops / "epfl_train/labels.tif"}"\n'
+        f"iterations = 50\nseed = 3\n"
+    )
+    result = runner.invoke(
+        app, ["adapt", "--config", str(cfg), "--out", str(tmp_path / "r"), *tiny_train]
+    )
+    assert result.exit_code == 0, result.output
+    saved = (tmp_path / "r/config.toml").read_text()
+    assert "iterations = 3" in saved and "seed = 3" in saved
+
+
+def test_config_file_with_unknown_setting_is_a_usage_error(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[adapt]\niteratoins = 5\n")
+    result = runner.invoke(app, ["adapt", "--config", str(cfg)])
+    assert result.exit_code == 2 and "iteratoins" in result.output
+
+
+def test_user_errors_are_one_line_and_create_nothing(crops, tmp_path, tiny_train):
+    result = runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(tmp_path / "nope.tif"),
+            "--source-labels",
+            str(crops / "epfl_train/labels.tif"),
+            "--out",
+            str(tmp_path / "r"),
+            *tiny_train,
+        ],
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "nope.tif: no such file" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_option_of_a_method_is_an_error(crops, tmp_path, tiny_train):
+    result = runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(crops / "epfl_train/raw.tif"),
+            "--source-labels",
+            str(crops / "epfl_train/labels.tif"),
+            "--out",
+            str(tmp_path / "r"),
+            "--opt",
+            "lambda=1",
+            *tiny_train,
+        ],
+    )
+    assert result.exit_code == 1 and "--opt lambda: unknown option for method 'ft'" in (
+        result.output
+    )
+
+
+def test_existing_outputs_are_not_overwritten_without_flag(trained_run, crops, tmp_path):
+    existing = tmp_path / "prob.tif"
+    existing.write_bytes(b"precious")
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(trained_run),
+            str(crops / "vnc/raw.tif"),
+            "--output",
+            str(existing),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert existing.read_bytes() == b"precious"
+
+
+def test_methods_json_is_scriptable():
+    result = runner.invoke(app, ["methods", "--json"])
+    data = json.loads(result.output)
+    assert any(m["name"] == "ft" and m["plugin"] == "ft" for m in data["methods"])
+
+
+def test_evaluate_refuses_mismatched_shapes(crops):
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(crops / "vnc/labels.tif"),
+            "--labels",
+            str(crops / "epfl_test/labels.tif"),
+        ],
+    )
+    assert result.exit_code == 1 and "differs from ground truth" in result.output

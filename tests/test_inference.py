@@ -1,0 +1,63 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from emda import EmdaError
+from emda.inference import SlidingWindowPredictor, sliding_window_inference, tile_starts
+from emda.model import UNet, UNetConfig
+
+
+@pytest.mark.parametrize(("size", "tile", "overlap"), [(100, 32, 0.25), (64, 64, 0.5), (33, 32, 0)])
+def test_tiles_cover_the_axis_and_end_at_the_border(size, tile, overlap):
+    starts = tile_starts(size, tile, overlap)
+    assert starts[0] == 0 and starts[-1] == size - tile
+    assert all(b - a <= tile for a, b in itertools.pairwise(starts))
+
+
+@pytest.mark.parametrize("shape", [(70, 90), (32, 32), (10, 50), (1, 1)])
+def test_constant_image_gives_constant_output_no_seams(shape):
+    image = torch.full((1, 1, *shape), 0.7)
+    out = sliding_window_inference(image, lambda t: t * 2, 32, overlap=0.3, batch_size=3)
+    assert out.shape == image.shape
+    torch.testing.assert_close(out, torch.full_like(image, 1.4))
+
+
+def test_pointwise_model_is_reproduced_exactly_across_tile_borders():
+    image = torch.rand(2, 1, 75, 101)
+    out = sliding_window_inference(image, torch.sigmoid, 32, overlap=0.25, batch_size=5)
+    torch.testing.assert_close(out, torch.sigmoid(image))
+
+
+def test_tile_sized_image_equals_the_direct_forward_pass():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=2)).eval()
+    predictor = SlidingWindowPredictor(model, torch.device("cpu"), tile_size=64, batch_size=2)
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.from_numpy(image)[None, None]))[0, 0].numpy()
+    np.testing.assert_allclose(predictor.predict_slice(image), direct, atol=1e-5)
+
+
+def test_result_does_not_depend_on_tile_batch_size():
+    model = UNet(UNetConfig(base_channels=4, depth=2)).eval()
+    image = np.random.default_rng(1).random((90, 70)).astype(np.float32)
+    a = SlidingWindowPredictor(model, torch.device("cpu"), 32, 0.25, 1).predict_slice(image)
+    b = SlidingWindowPredictor(model, torch.device("cpu"), 32, 0.25, 7).predict_slice(image)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "batch", "msg"),
+    [
+        (30, 0.2, 1, "multiple of 4"),
+        (32, 1.0, 1, "--overlap"),
+        (32, 0.2, 0, "--batch-size"),
+        (0, 0.2, 1, "--tile-size"),
+    ],
+)
+def test_bad_window_settings_are_errors(tile, overlap, batch, msg):
+    model = UNet(UNetConfig(base_channels=4, depth=2))
+    with pytest.raises(EmdaError, match=msg):
+        SlidingWindowPredictor(model, torch.device("cpu"), tile, overlap, batch)
