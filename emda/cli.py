@@ -161,7 +161,8 @@ def _setup(device: Device, threads: int | None):
 
 
 def _resolved(ctx: typer.Context) -> dict:
-    return {k: v for k, v in ctx.params.items() if k not in ("config",)}
+    # --config itself and per-invocation switches do not belong in a reproducible config
+    return {k: v for k, v in ctx.params.items() if k not in ("config", "overwrite", "quiet")}
 
 
 def _train_config(**kw):
@@ -596,6 +597,48 @@ def methods(
         console.print(f"[red]plugin '{f.plugin}' failed to load[/red] ({f.origin}): {f.error}")
     if registry.disabled:
         console.print(f"disabled by EMDA_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def info(
+    path: Annotated[
+        str, typer.Argument(help="A volume (TIFF/zarr), a run directory or a checkpoint.pt.")
+    ],
+    key: Annotated[str | None, typer.Option(help="Array inside a zarr store.")] = None,
+) -> None:
+    """Describe a volume (shape, dtype, voxel size, intensities) or a run's checkpoint."""
+    from emda.checkpoint import load_checkpoint
+    from emda.normalization import Normalization
+    from emda.volume import open_volume
+
+    table = Table(show_header=False, title=path)
+    p = Path(path)
+    if p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file()):
+        ckpt = load_checkpoint(p)
+        rows = {
+            "method": f"{ckpt.method} {ckpt.method_options or ''}",
+            "network": str(ckpt.model_config),
+            "iterations": f"{ckpt.iteration} of {ckpt.training.get('iterations', '?')}",
+            "voxel size (z, y, x) nm": str(ckpt.voxel_size),
+            "normalisation": f"percentiles {ckpt.normalization.lower_percentile}-"
+            f"{ckpt.normalization.upper_percentile}; source range "
+            f"{ckpt.source_range.low:.1f}-{ckpt.source_range.high:.1f}",
+            "emda version": ckpt.emda_version,
+        }
+    else:
+        volume = open_volume(path, key)
+        rng = Normalization().fit(volume)
+        rows = {
+            "shape (z, y, x)": str(volume.shape),
+            "dtype": str(volume.dtype),
+            "storage": "zarr (read lazily)" if volume.lazy else "in memory",
+            "voxel size (z, y, x) nm": str(volume.voxel_size),
+            "1st-99th percentile": f"{rng.low:g} - {rng.high:g}",
+        }
+    for k, v in rows.items():
+        table.add_row(k, v)
+    out.print(table)
 
 
 @app.command()

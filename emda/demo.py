@@ -21,7 +21,7 @@ from emda.volume import open_volume
 from emda.workflows import VolumeSpec, adapt, evaluate_many, predict, resolve_method
 
 CROPS = ("epfl_train", "vnc")
-DEMO_METHODS = ("ft",)
+DEMO_METHODS = ("ft", "ynet")
 
 
 def default_data_dir() -> Path:

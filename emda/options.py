@@ -84,7 +84,9 @@ def parse_options(options_cls: type, assignments: list[str] | dict[str, Any], me
 
 
 def _type_name(kind: Any) -> str:
-    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+    if typing.get_origin(kind) is not None:  # tuple[float, ...], int | None
+        return str(kind).replace("typing.", "")
+    return getattr(kind, "__name__", str(kind))
 
 
 def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from emda.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
 from emda.errors import EmdaError
-from emda.method import Method, TrainStep
+from emda.method import Batch, Method, TrainStep
 from emda.sampling import PatchSampler
 
 LOG_NAME = "log.jsonl"
@@ -106,27 +106,10 @@ def train(
                 tgt.x = _to(tgt.x, device)
                 tgt.y = None if tgt.y is None else tgt.y.to(device)
             with autocast:
-                src_out = model.forward_features(src.x)
-                tgt_out = None
-                if tgt is not None:
-                    tgt_out = (
-                        model.forward_features(tgt.x)
-                        if method.needs_target_logits
-                        else model.encode(tgt.x)
-                    )
-                step = TrainStep(
-                    model=model,
-                    heads=heads,
-                    source=src,
-                    source_out=src_out,
-                    target=tgt,
-                    target_out=tgt_out,
-                    progress=it / config.iterations,
-                    iteration=it,
-                    seg_loss=config.seg_loss,
+                terms = compute_terms(
+                    model, heads, method, src, tgt, it / config.iterations, it, config.seg_loss
                 )
-                terms = method.loss_terms(step)
-            loss = _total(terms, method.name)
+            loss = total_loss(terms, method.name)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -160,11 +143,41 @@ def train(
     return TrainResult(config.iterations, time.perf_counter() - start, terms_f)
 
 
+def compute_terms(
+    model: nn.Module,
+    heads: nn.ModuleDict,
+    method: Method,
+    source: Batch,
+    target: Batch | None,
+    progress: float,
+    iteration: int,
+    seg_loss: str = "bce_dice",
+) -> dict[str, torch.Tensor]:
+    """One step's forward passes and the method's named loss terms."""
+    source_out = model.forward_features(source.x)
+    target_out = None
+    if target is not None:
+        run = model.forward_features if method.needs_target_logits else model.encode
+        target_out = run(target.x)
+    step = TrainStep(
+        model=model,
+        heads=heads,
+        source=source,
+        source_out=source_out,
+        target=target,
+        target_out=target_out,
+        progress=progress,
+        iteration=iteration,
+        seg_loss=seg_loss,
+    )
+    return method.loss_terms(step)
+
+
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, memory_format=torch.channels_last, non_blocking=True)
 
 
-def _total(terms: dict[str, torch.Tensor], method: str) -> torch.Tensor:
+def total_loss(terms: dict[str, torch.Tensor], method: str) -> torch.Tensor:
     if not terms:
         raise EmdaError(f"method '{method}' returned no loss terms")
     for name, value in terms.items():

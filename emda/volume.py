@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Volume:
     array: Any  # numpy.ndarray or zarr.Array with 2 or 3 dimensions
     path: str
     voxel_size: VoxelSize | None = None
+    #: applied to every block read (e.g. label values -> {0, 1} mask)
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.array.ndim not in (2, 3):
@@ -70,9 +73,10 @@ class Volume:
     def read(self, z: int | slice = slice(None), y: slice = slice(None), x: slice = slice(None)):
         """Read a block as a numpy array; ``z`` an int gives a 2D slice."""
         if self.array.ndim == 2:
-            block = np.asarray(self.array[y, x])[None]
-            return block[z]
-        return np.asarray(self.array[z, y, x])
+            block = np.asarray(self.array[y, x])[None][z]
+        else:
+            block = np.asarray(self.array[z, y, x])
+        return block if self.transform is None else self.transform(block)
 
     def __getitem__(self, index) -> np.ndarray:
         if not isinstance(index, tuple):
@@ -245,10 +249,24 @@ def to_foreground(block: np.ndarray, source: str, foreground: float | None = Non
 def read_labels(
     path: str | os.PathLike, key: str | None = None, foreground: float | None = None
 ) -> Volume:
-    """Load a label volume fully into memory as a {0, 1} mask."""
+    """Open a label volume as a {0, 1} mask.
+
+    TIFF labels are converted in memory. Zarr labels stay on disk: every slice is
+    checked once (one slice in memory at a time) and converted as it is read.
+    """
     volume = open_volume(path, key)
-    mask = to_foreground(volume.read(), volume.path, foreground)
-    return Volume(mask, volume.path, volume.voxel_size)
+    if not volume.lazy:
+        return Volume(
+            to_foreground(volume.read(), volume.path, foreground), volume.path, volume.voxel_size
+        )
+    for z in range(volume.shape[0]):
+        to_foreground(volume.read(z), volume.path, foreground)
+    return Volume(
+        volume.array,
+        volume.path,
+        volume.voxel_size,
+        transform=lambda block: to_foreground(block, volume.path, foreground),
+    )
 
 
 def parse_voxel_size(text: str | None) -> VoxelSize | None:

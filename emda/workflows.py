@@ -23,7 +23,14 @@ from emda.plots import training_curve
 from emda.registry import load_registry
 from emda.sampling import PatchSampler, choose_slices
 from emda.train import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, TrainConfig, read_log, train
-from emda.volume import Volume, VolumeWriter, check_output, open_volume, read_labels
+from emda.volume import (
+    Volume,
+    VolumeWriter,
+    check_output,
+    open_volume,
+    read_labels,
+    split_address,
+)
 
 log = logging.getLogger("emda")
 
@@ -85,7 +92,7 @@ def _load_training_volume(spec: VolumeSpec, role: str) -> tuple[Volume, Volume |
             )
     start, stop = parse_z_range(spec.z_range, raw.shape[0])
     zs = list(range(start, stop))
-    if labels is not None and not np.any(labels.read(slice(start, stop))):
+    if labels is not None and not any(np.any(labels.read(z)) for z in zs):
         raise EmdaError(f"{spec.labels}: no foreground voxels in the {role} labels used")
     return raw, labels, zs
 
@@ -128,6 +135,8 @@ def adapt(
         )
     elif method.uses_target:
         raise EmdaError(f"--target is required by method '{method.name}'")
+    elif target is not None and not split_address(target.raw)[0].exists():
+        raise EmdaError(f"--target {target.raw}: no such file")  # unused by this method
     prepare_run_dir(run_dir, overwrite)
     src_range = normalization.fit(src_raw)
     src_sampler = PatchSampler(
@@ -184,7 +193,7 @@ def finetune(
     raw, labels, zs = _load_training_volume(target, "target")
     chosen = [zs[i] for i in choose_slices(len(zs), fraction, config.seed)]
     assert labels is not None
-    if not np.any(labels.read(slice(None))[chosen]):
+    if not any(np.any(labels.read(z)) for z in chosen):
         log.warning("the chosen target slices %s contain no foreground", chosen)
     prepare_run_dir(run_dir, overwrite)
     tgt_range = ckpt.normalization.fit(raw)

@@ -8,7 +8,7 @@ from emda.cli import app
 from emda.volume import open_volume
 
 runner = CliRunner()
-COMMANDS = ["adapt", "finetune", "predict", "evaluate", "methods", "demo"]
+COMMANDS = ["adapt", "finetune", "predict", "evaluate", "methods", "demo", "info"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -247,3 +247,10 @@ def test_evaluate_refuses_mismatched_shapes(crops):
         ],
     )
     assert result.exit_code == 1 and "differs from ground truth" in result.output
+
+
+def test_info_describes_volumes_and_runs(trained_run, crops):
+    vol = runner.invoke(app, ["info", str(crops / "vnc/raw.tif")])
+    assert vol.exit_code == 0 and "(12, 320, 320)" in vol.output and "4.6" in vol.output
+    run = runner.invoke(app, ["info", str(trained_run)])
+    assert run.exit_code == 0 and "4 of 4" in run.output and "ft" in run.output

@@ -141,3 +141,16 @@ def test_writer_never_leaves_a_partial_output(tmp_path):
     write_volume(tmp_path / "done.tif", np.ones((1, 2, 2), np.uint8))
     with pytest.raises(EmdaError, match="already exists"):
         write_volume(tmp_path / "done.tif", np.ones((1, 2, 2), np.uint8))
+
+
+def test_zarr_labels_stay_on_disk_and_are_converted_per_block(tmp_path):
+    data = np.zeros((3, 8, 8), np.uint8)
+    data[1, 2:4, 2:4] = 255
+    write_volume(tmp_path / "l.zarr", data)
+    labels = read_labels(tmp_path / "l.zarr")
+    assert labels.lazy and labels.read(1, slice(2, 4), slice(2, 4)).tolist() == [[1, 1], [1, 1]]
+    bad = data.copy()
+    bad[2, 0, 0] = 7
+    write_volume(tmp_path / "bad.zarr", bad)
+    with pytest.raises(EmdaError, match=r"bad.zarr: labels hold values \{0, 7\}"):
+        read_labels(tmp_path / "bad.zarr")

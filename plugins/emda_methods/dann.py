@@ -1,0 +1,80 @@
+"""DANN: domain classifiers on encoder features, trained through gradient reversal (Eq. 1).
+
+Each regularised level gets a small per-position domain classifier. The
+classifiers learn to tell source from target; the gradient-reversal layer makes
+the encoder learn features that fool them. The reversal coefficient ramps up
+with Ganin's schedule 2 / (1 + exp(-gamma p)) - 1 over training progress p.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emda import Method, hookimpl
+from emda.alignment import (
+    DEFAULT_SAMPLES,
+    aligned_features,
+    ganin_schedule,
+    grad_reverse,
+    level_weights,
+)
+
+
+@dataclass
+class DannOptions:
+    lambdas: tuple[float, ...] = field(
+        default=(0.0, 0.0, 0.01, 0.03, 0.1),
+        metadata={"help": "weight per encoder level and the bottleneck, shallow to deep"},
+    )
+    samples: int = field(
+        default=DEFAULT_SAMPLES, metadata={"help": "feature positions sampled per level/domain"}
+    )
+    hidden: int = field(default=64, metadata={"help": "hidden units of each domain classifier"})
+    gamma: float = field(default=10.0, metadata={"help": "steepness of the reversal schedule"})
+    schedule: bool = field(
+        default=True, metadata={"help": "ramp the reversal coefficient up (false: always 1)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.samples < 2 or self.hidden < 1:
+            raise ValueError("samples must be >= 2 and hidden >= 1")
+
+
+class DANN(Method):
+    name = "dann"
+    description = "Domain-adversarial training with gradient reversal on encoder features (Eq. 1)."
+    Options = DannOptions
+
+    def build_heads(self, model):
+        weights = level_weights(self.options.lambdas, len(model.encoder.channels))
+        return {
+            f"domain{level}": nn.Sequential(
+                nn.Linear(channels, self.options.hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(self.options.hidden, 1),
+            )
+            for level, (weight, channels) in enumerate(zip(weights, model.encoder.channels))
+            if weight > 0
+        }
+
+    def reversal_coefficient(self, progress: float) -> float:
+        return ganin_schedule(progress, self.options.gamma) if self.options.schedule else 1.0
+
+    def loss_terms(self, step):
+        terms = super().loss_terms(step)
+        coefficient = self.reversal_coefficient(step.progress)
+        for level, weight, xs, xt in aligned_features(
+            step, self.options.lambdas, self.options.samples
+        ):
+            samples = grad_reverse(torch.cat([xs, xt]), coefficient)
+            logits = step.heads[f"domain{level}"](samples.float()).squeeze(1)
+            domain = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(logits.device)
+            terms[f"dann{level}"] = weight * F.binary_cross_entropy_with_logits(logits, domain)
+        return terms
+
+
+@hookimpl
+def emda_register_methods(register):
+    register.add(DANN)

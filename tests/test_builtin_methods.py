@@ -1,0 +1,130 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from emda.checkpoint import load_checkpoint
+from emda.cli import app
+from emda.registry import load_registry
+from emda.testing import check_method
+
+BUILTINS = ["ft", "mmd", "coral", "dann", "ynet"]
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_method_passes_the_contract_check(name):
+    info = load_registry().get(name)
+    assert info.origin.endswith(f"emda_methods.{name}")  # registered through the entry point
+    terms = check_method(info.cls)
+    assert "seg" in terms
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_method_trains_through_the_cli(name, crops, tmp_path, tiny_train):
+    result = runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(crops / "epfl_train/raw.tif"),
+            "--source-labels",
+            str(crops / "epfl_train/labels.tif"),
+            "--target",
+            str(crops / "vnc/raw.tif"),
+            "--method",
+            name,
+            "--out",
+            str(tmp_path / "r"),
+            *tiny_train,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
+    expected = {
+        "ft": "seg",
+        "mmd": "mmd4",
+        "coral": "coral4",
+        "dann": "dann4",
+        "ynet": "recon_target",
+    }[name]
+    assert expected in last
+
+
+def test_ynet_export_has_no_reconstruction_decoder(crops, tmp_path, tiny_train):
+    runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(crops / "epfl_train/raw.tif"),
+            "--source-labels",
+            str(crops / "epfl_train/labels.tif"),
+            "--target",
+            str(crops / "vnc/raw.tif"),
+            "--method",
+            "ynet",
+            "--out",
+            str(tmp_path / "r"),
+            *tiny_train,
+        ],
+    )
+    ckpt = load_checkpoint(tmp_path / "r")
+    assert ckpt.heads == {}
+    assert not any("reconstruction" in k for k in ckpt.state_dict)
+    assert set(ckpt.state_dict) == set(ckpt.build_model().state_dict())
+
+
+def test_ynet_reconstruction_loss_falls_when_overfitting_a_tiny_batch():
+    from emda.method import Batch
+    from emda.model import UNet, UNetConfig
+    from emda.train import compute_terms
+
+    method_cls = load_registry().get("ynet").cls
+    method = method_cls(method_cls.Options(lambda_source=1.0, lambda_target=1.0))
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=8, depth=2))
+    heads = torch.nn.ModuleDict(method.build_heads(model))
+    opt = torch.optim.Adam([*model.parameters(), *heads.parameters()], lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    src = Batch(torch.rand(2, 1, 32, 32, generator=g), torch.zeros(2, 1, 32, 32))
+    tgt = Batch(torch.rand(2, 1, 32, 32, generator=g))
+    losses = []
+    for it in range(60):
+        terms = compute_terms(model, heads, method, src, tgt, it / 60, it)
+        losses.append(terms["recon_target"].item())
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_dann_reversal_coefficient_follows_the_schedule_or_is_constant():
+    cls = load_registry().get("dann").cls
+    assert cls().reversal_coefficient(0.0) == 0.0
+    assert cls().reversal_coefficient(1.0) == pytest.approx(1.0, abs=1e-4)
+    assert cls(cls.Options(schedule=False)).reversal_coefficient(0.0) == 1.0
+
+
+def test_alignment_lambdas_must_match_the_network_depth(crops, tmp_path, tiny_train):
+    result = runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(crops / "epfl_train/raw.tif"),
+            "--source-labels",
+            str(crops / "epfl_train/labels.tif"),
+            "--target",
+            str(crops / "vnc/raw.tif"),
+            "--method",
+            "mmd",
+            "--opt",
+            "lambdas=0,1",
+            "--out",
+            str(tmp_path / "r"),
+            *tiny_train,
+        ],
+    )
+    assert result.exit_code == 1 and "give 5 comma-separated weights" in result.output
