@@ -9,12 +9,15 @@ third-party methods) use these functions; nothing here knows about a method.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from emda.errors import EmdaError
+from emda.method import Method
 
 # Default level weights (lambda_l) of the built-in methods are 0 for the two
 # shallowest levels (edges, texture, contrast: legitimately domain-specific) and
@@ -116,3 +119,47 @@ def grad_reverse(x: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
 def ganin_schedule(progress: float, gamma: float = 10.0) -> float:
     """2 / (1 + exp(-gamma p)) - 1: 0 at the start of training, -> 1 at the end."""
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
+
+
+@dataclass
+class AlignmentOptions:
+    """Options every Eq. 1 method shares; subclasses override the default weights."""
+
+    lambdas: tuple[float, ...] = field(
+        default=(0.0, 0.0, 0.1, 0.3, 1.0),
+        metadata={"help": "weight per encoder level and the bottleneck, shallow to deep"},
+    )
+    samples: int = field(
+        default=DEFAULT_SAMPLES, metadata={"help": "feature positions sampled per level/domain"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ValueError("samples must be >= 2")
+
+
+class FeatureAlignment(Method, abc.ABC):
+    """Eq. 1 with a discrepancy D: seg(source) + sum_l lambda_l * D(F_s^l, F_t^l).
+
+    Subclasses set ``name``, ``description``, ``Options`` (an
+    :class:`AlignmentOptions`) and implement :meth:`discrepancy`; each level's
+    term is logged as ``<name><level>``.
+    """
+
+    Options = AlignmentOptions
+
+    @abc.abstractmethod
+    def discrepancy(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """D between (n, C) source and target feature samples."""
+
+    def build_heads(self, model):
+        level_weights(self.options.lambdas, len(model.encoder.channels))  # fail before training
+        return {}
+
+    def loss_terms(self, step):
+        terms = super().loss_terms(step)
+        for level, weight, xs, xt in aligned_features(
+            step, self.options.lambdas, self.options.samples
+        ):
+            terms[f"{self.name}{level}"] = weight * self.discrepancy(xs, xt)
+        return terms

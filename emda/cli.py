@@ -648,7 +648,7 @@ def demo(
         Path,
         typer.Option("--out", "-o", help="Where to write the demo's run, predictions and figure."),
     ] = Path("demo-output"),
-    iterations: Annotated[int, typer.Option(help="Training iterations.")] = 300,
+    iterations: Annotated[int, typer.Option(help="Training iterations per method.")] = 120,
     data: Annotated[
         Path | None,
         typer.Option(

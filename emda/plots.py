@@ -21,6 +21,8 @@ def training_curve(records: list[dict], path: str | Path) -> None:
     plt = _pyplot()
     skip = {"iteration", "lr", "seconds"}
     names = [k for k in records[0] if k not in skip] if records else []
+    if len(names) == 2:  # one term: "loss" would repeat it
+        names = names[1:]
     it = np.array([r["iteration"] for r in records])
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     window = max(1, len(records) // 50)

@@ -18,22 +18,32 @@ def crops() -> Path:
     return CROPS
 
 
+# Training options small enough for a CPU test: a few steps of a narrow U-Net on 64^2 patches.
+TINY_TRAIN = ["--iterations", "3", "--batch-size", "2", "--patch-size", "64", "--device", "cpu",
+              "--quiet", "--base-channels", "4"]  # fmt: skip
+
+
 @pytest.fixture
 def tiny_train() -> list[str]:
-    """Training options small enough for a CPU test: a few steps on 64^2 patches."""
-    return [
-        "--iterations",
-        "3",
-        "--batch-size",
-        "2",
-        "--patch-size",
-        "64",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--base-channels",
-        "4",
-    ]
+    return list(TINY_TRAIN)
+
+
+def adapt_on_crops(out: Path, *extra: str, method: str = "ft", source: Path | None = None,
+                   target: Path | None = CROPS / "vnc/raw.tif"):  # fmt: skip
+    """``emda adapt`` EPFL crop -> VNC crop with the tiny budget; returns the CliRunner result.
+
+    ``extra`` options come last, so they override the tiny defaults.
+    """
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    args = ["adapt", "--source", str(source or CROPS / "epfl_train/raw.tif"),
+            "--source-labels", str(CROPS / "epfl_train/labels.tif"), "--out", str(out),
+            "--method", method]  # fmt: skip
+    if target is not None:
+        args += ["--target", str(target)]
+    return CliRunner().invoke(app, [*args, *TINY_TRAIN, *extra])
 
 
 @pytest.fixture

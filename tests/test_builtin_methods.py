@@ -2,15 +2,13 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from emda.checkpoint import load_checkpoint
-from emda.cli import app
 from emda.registry import load_registry
 from emda.testing import check_method
+from tests.conftest import adapt_on_crops
 
 BUILTINS = ["ft", "mmd", "coral", "dann", "ynet"]
-runner = CliRunner()
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -22,54 +20,17 @@ def test_builtin_method_passes_the_contract_check(name):
 
 
 @pytest.mark.parametrize("name", BUILTINS)
-def test_builtin_method_trains_through_the_cli(name, crops, tmp_path, tiny_train):
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(crops / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--target",
-            str(crops / "vnc/raw.tif"),
-            "--method",
-            name,
-            "--out",
-            str(tmp_path / "r"),
-            *tiny_train,
-        ],
-    )
+def test_builtin_method_trains_through_the_cli(name, tmp_path):
+    result = adapt_on_crops(tmp_path / "r", method=name)
     assert result.exit_code == 0, result.output
     last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
-    expected = {
-        "ft": "seg",
-        "mmd": "mmd4",
-        "coral": "coral4",
-        "dann": "dann4",
-        "ynet": "recon_target",
-    }[name]
+    expected = {"ft": "seg", "mmd": "mmd4", "coral": "coral4", "dann": "dann4",
+                "ynet": "recon_target"}[name]  # fmt: skip
     assert expected in last
 
 
-def test_ynet_export_has_no_reconstruction_decoder(crops, tmp_path, tiny_train):
-    runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(crops / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--target",
-            str(crops / "vnc/raw.tif"),
-            "--method",
-            "ynet",
-            "--out",
-            str(tmp_path / "r"),
-            *tiny_train,
-        ],
-    )
+def test_ynet_export_has_no_reconstruction_decoder(tmp_path):
+    assert adapt_on_crops(tmp_path / "r", method="ynet").exit_code == 0
     ckpt = load_checkpoint(tmp_path / "r")
     assert ckpt.heads == {}
     assert not any("reconstruction" in k for k in ckpt.state_dict)
@@ -107,24 +68,6 @@ def test_dann_reversal_coefficient_follows_the_schedule_or_is_constant():
     assert cls(cls.Options(schedule=False)).reversal_coefficient(0.0) == 1.0
 
 
-def test_alignment_lambdas_must_match_the_network_depth(crops, tmp_path, tiny_train):
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(crops / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--target",
-            str(crops / "vnc/raw.tif"),
-            "--method",
-            "mmd",
-            "--opt",
-            "lambdas=0,1",
-            "--out",
-            str(tmp_path / "r"),
-            *tiny_train,
-        ],
-    )
+def test_alignment_lambdas_must_match_the_network_depth(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", "--opt", "lambdas=0,1", method="mmd")
     assert result.exit_code == 1 and "give 5 comma-separated weights" in result.output

@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from emda.cli import app
 from emda.volume import open_volume
+from tests.conftest import adapt_on_crops
 
 runner = CliRunner()
 COMMANDS = ["adapt", "finetune", "predict", "evaluate", "methods", "demo", "info"]
@@ -20,38 +21,8 @@ def test_every_command_has_readable_help(command):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One tiny adapt run on the bundled EPFL crop, shared by the tests below."""
-    from tests.conftest import CROPS
-
     run = tmp_path_factory.mktemp("cli") / "run"
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(CROPS / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(CROPS / "epfl_train/labels.tif"),
-            "--target",
-            str(CROPS / "vnc/raw.tif"),
-            "--method",
-            "ft",
-            "--out",
-            str(run),
-            "--iterations",
-            "4",
-            "--batch-size",
-            "2",
-            "--patch-size",
-            "64",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--base-channels",
-            "4",
-            "--checkpoint-every",
-            "2",
-        ],
-    )
+    result = adapt_on_crops(run, "--iterations", "4", "--checkpoint-every", "2")
     assert result.exit_code == 0, result.output
     return run
 
@@ -170,44 +141,17 @@ def test_config_file_with_unknown_setting_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "iteratoins" in result.output
 
 
-def test_user_errors_are_one_line_and_create_nothing(crops, tmp_path, tiny_train):
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(tmp_path / "nope.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--out",
-            str(tmp_path / "r"),
-            *tiny_train,
-        ],
-    )
+def test_user_errors_are_one_line_and_create_nothing(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", source=tmp_path / "nope.tif")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and "nope.tif: no such file" in result.output
     assert not (tmp_path / "r").exists()
 
 
-def test_unknown_option_of_a_method_is_an_error(crops, tmp_path, tiny_train):
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(crops / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--out",
-            str(tmp_path / "r"),
-            "--opt",
-            "lambda=1",
-            *tiny_train,
-        ],
-    )
-    assert result.exit_code == 1 and "--opt lambda: unknown option for method 'ft'" in (
-        result.output
-    )
+def test_unknown_option_of_a_method_is_an_error(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", "--opt", "lambda=1")
+    assert result.exit_code == 1
+    assert "--opt lambda: unknown option for method 'ft'" in result.output
 
 
 def test_existing_outputs_are_not_overwritten_without_flag(trained_run, crops, tmp_path):
@@ -254,3 +198,9 @@ def test_info_describes_volumes_and_runs(trained_run, crops):
     assert vol.exit_code == 0 and "(12, 320, 320)" in vol.output and "4.6" in vol.output
     run = runner.invoke(app, ["info", str(trained_run)])
     assert run.exit_code == 0 and "4 of 4" in run.output and "ft" in run.output
+
+
+def test_a_missing_target_is_reported_even_when_the_method_ignores_it(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", target=tmp_path / "typo.tif")
+    assert result.exit_code == 1 and "--target" in result.output and "typo.tif" in result.output
+    assert not (tmp_path / "r").exists()

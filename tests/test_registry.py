@@ -4,6 +4,7 @@ from typer.testing import CliRunner
 from emda import EmdaError
 from emda.cli import app
 from emda.registry import load_registry
+from tests.conftest import adapt_on_crops
 
 runner = CliRunner()
 
@@ -46,9 +47,7 @@ def test_builtin_ft_comes_from_the_plugin_package():
     assert info.plugin == "ft" and "emda_methods.ft" in info.origin
 
 
-def test_a_plugin_installed_at_run_time_is_listed_and_trains(
-    install_plugin, crops, tmp_path, tiny_train
-):
+def test_a_plugin_installed_at_run_time_is_listed_and_trains(install_plugin, tmp_path):
     install_plugin("emda_test_good", GOOD_PLUGIN)
     listed = runner.invoke(app, ["methods"])
     assert (
@@ -56,25 +55,7 @@ def test_a_plugin_installed_at_run_time_is_listed_and_trains(
         and "meanfeat" in listed.output
         and "emda_test_good" in (listed.output)
     )
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(crops / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--target",
-            str(crops / "vnc/raw.tif"),
-            "--method",
-            "meanfeat",
-            "--opt",
-            "weight=2",
-            "--out",
-            str(tmp_path / "run"),
-            *tiny_train,
-        ],
-    )
+    result = adapt_on_crops(tmp_path / "run", "--opt", "weight=2", method="meanfeat")
     assert result.exit_code == 0, result.output
     log = (tmp_path / "run/log.jsonl").read_text()
     assert '"align"' in log and '"seg"' in log

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from emda.cli import app
-from tests.conftest import REPO
+from tests.conftest import REPO, adapt_on_crops
 
 EXAMPLE = REPO / "examples" / "emda-entropy"
 runner = CliRunner()
@@ -36,31 +36,11 @@ def installed_example(tmp_path_factory):
     return site
 
 
-def test_pip_installed_plugin_is_listed_and_trains(
-    installed_example, monkeypatch, crops, tmp_path, tiny_train
-):
+def test_pip_installed_plugin_is_listed_and_trains(installed_example, monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(installed_example))
     listed = runner.invoke(app, ["methods"])
     assert "entropy" in listed.output and "emda-entropy" in listed.output
-    result = runner.invoke(
-        app,
-        [
-            "adapt",
-            "--source",
-            str(crops / "epfl_train/raw.tif"),
-            "--source-labels",
-            str(crops / "epfl_train/labels.tif"),
-            "--target",
-            str(crops / "vnc/raw.tif"),
-            "--method",
-            "entropy",
-            "--opt",
-            "weight=0.5",
-            "--out",
-            str(tmp_path / "r"),
-            *tiny_train,
-        ],
-    )
+    result = adapt_on_crops(tmp_path / "r", "--opt", "weight=0.5", method="entropy")
     assert result.exit_code == 0, result.output
     assert '"entropy"' in (tmp_path / "r/log.jsonl").read_text()
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from emda import Method, hookimpl
 from emda.alignment import (
-    DEFAULT_SAMPLES,
+    AlignmentOptions,
     aligned_features,
     ganin_schedule,
     grad_reverse,
@@ -23,13 +23,10 @@ from emda.alignment import (
 
 
 @dataclass
-class DannOptions:
+class DannOptions(AlignmentOptions):
     lambdas: tuple[float, ...] = field(
-        default=(0.0, 0.0, 0.01, 0.03, 0.1),
+        default=(0.0, 0.0, 0.01, 0.03, 0.1),  # BCE starts at ln 2 ~ 0.69 per level
         metadata={"help": "weight per encoder level and the bottleneck, shallow to deep"},
-    )
-    samples: int = field(
-        default=DEFAULT_SAMPLES, metadata={"help": "feature positions sampled per level/domain"}
     )
     hidden: int = field(default=64, metadata={"help": "hidden units of each domain classifier"})
     gamma: float = field(default=10.0, metadata={"help": "steepness of the reversal schedule"})
@@ -38,8 +35,9 @@ class DannOptions:
     )
 
     def __post_init__(self) -> None:
-        if self.samples < 2 or self.hidden < 1:
-            raise ValueError("samples must be >= 2 and hidden >= 1")
+        super().__post_init__()
+        if self.hidden < 1:
+            raise ValueError("hidden must be >= 1")
 
 
 class DANN(Method):
