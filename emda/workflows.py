@@ -148,6 +148,7 @@ def adapt(
         config.augment,
         config.intensity_jitter,
     )
+    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = UNet(model_config)
     template = Checkpoint(
         model_config=model_config,

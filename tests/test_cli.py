@@ -204,3 +204,15 @@ def test_a_missing_target_is_reported_even_when_the_method_ignores_it(tmp_path):
     result = adapt_on_crops(tmp_path / "r", target=tmp_path / "typo.tif")
     assert result.exit_code == 1 and "--target" in result.output and "typo.tif" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_the_seed_fixes_the_whole_run(tmp_path):
+    import torch
+
+    def weights(name, seed):
+        assert adapt_on_crops(tmp_path / name, "--seed", seed, method="dann").exit_code == 0
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["state_dict"]
+
+    a, b, c = weights("a", "1"), weights("b", "1"), weights("c", "2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
