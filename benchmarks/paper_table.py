@@ -228,13 +228,21 @@ def run_one(profile: str, direction: Direction, method: str, seed: int, semi: fl
     return result
 
 
+def load_results(profile: str) -> list[dict]:
+    return [
+        json.loads(f.read_text())
+        for f in sorted((HERE / "results" / profile / "runs").glob("*.json"))
+    ]
+
+
 def report(profile: str) -> str:
-    """Markdown table: mean +- std IoU (%) over seeds per direction, method and setting."""
+    """table.md (mean +- std IoU % over seeds) plus bars.png, fraction_curve.png and
+    qualitative.png in ``benchmarks/results/<profile>/``."""
     import numpy as np
 
+    results = load_results(profile)
     rows: dict[tuple, list[float]] = {}
-    for f in sorted((HERE / "results" / profile / "runs").glob("*.json")):
-        r = json.loads(f.read_text())
+    for r in results:
         c = r["config"]
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
         rows.setdefault((c["direction"]["name"], setting, c["method"]), []).append(
@@ -257,8 +265,107 @@ def report(profile: str) -> str:
         f"| vnc2epfl | unsupervised | DA-ISC (later anchor) | | | {DA_ISC_VNC_TO_LUCCHI} |"
     )
     table = "\n".join(lines) + "\n"
-    (HERE / "results" / profile / "table.md").write_text(table)
+    out = HERE / "results" / profile
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table)
+    if results:
+        _figures(results, rows, out)
     return table
+
+
+def _figures(results: list[dict], rows: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    # bars: unsupervised IoU per method and direction, the paper's next to EPFL -> VNC
+    methods = sorted({m for (_, s, m) in rows if s == "unsupervised"})
+    dirs = sorted({d for (d, s, _) in rows if s == "unsupervised"})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / (len(dirs) + 1)
+    x = np.arange(len(methods))
+    for i, d in enumerate(dirs):
+        vals = [rows.get((d, "unsupervised", m), []) for m in methods]
+        ax.bar(
+            x + i * width,
+            [np.mean(v) if v else 0 for v in vals],
+            width,
+            label=f"emda {d}",
+            yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals],
+        )
+    ax.bar(
+        x + len(dirs) * width,
+        [PAPER.get(m, 0) for m in methods],
+        width,
+        label="paper (EPFL -> VNC)",
+        color="grey",
+    )
+    ax.set_xticks(x + width * len(dirs) / 2, methods)
+    ax.set_ylabel("target test IoU (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bars.png", dpi=100)
+    plt.close(fig)
+
+    # IoU against the fraction of target labels (the paper's Figure 3); 0 = unsupervised
+    curves: dict[tuple, dict[float, list[float]]] = {}
+    for r in results:
+        c = r["config"]
+        curves.setdefault((c["direction"]["name"], c["method"]), {}).setdefault(
+            c["semi_fraction"] or 0.0, []
+        ).append(100 * r["scores"]["iou"])
+    if any(len(v) > 1 for v in curves.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (d, m), by_fraction in sorted(curves.items()):
+            fr = sorted(by_fraction)
+            ax.plot(
+                [100 * f for f in fr],
+                [np.mean(by_fraction[f]) for f in fr],
+                "o-",
+                label=f"{m} ({d})",
+            )
+        ax.set_xlabel("target labels used (%)")
+        ax.set_ylabel("target test IoU (%)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "fraction_curve.png", dpi=100)
+        plt.close(fig)
+
+    # qualitative: one target test slice, ground truth and each method's outline (seed 0)
+    from emda.plots import overlay
+    from emda.volume import open_volume
+
+    for d in dirs:
+        chosen = {
+            r["config"]["method"]: r
+            for r in results
+            if r["config"]["direction"]["name"] == d
+            and not r["config"]["semi_fraction"]
+            and r["config"]["seed"] == 0
+            and Path(r["scores"]["prediction"]).exists()
+        }
+        if not chosen:
+            continue
+        test = next(iter(chosen.values()))["config"]["direction"]["target_test"]
+        start = int(test["z"].split(":")[0]) if test["z"] else 0
+        z = start + 2
+        preds = {
+            f"{m} (IoU {100 * r['scores']['iou']:.1f})": open_volume(
+                r["scores"]["prediction"]
+            ).read(z)
+            >= 128
+            for m, r in sorted(chosen.items())
+        }
+        overlay(
+            open_volume(test["raw"]).read(z),
+            open_volume(test["labels"]).read(z),
+            preds,
+            out / f"qualitative_{d}.png",
+            title=f"{d}: target test slice z={z}",
+        )
 
 
 def main() -> None:
@@ -272,9 +379,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument(
         "--semi",
-        type=float,
-        default=None,
-        help="also finetune on this fraction of target labels (e.g. 0.15)",
+        default="",
+        help="also finetune on these fractions of target labels (e.g. 0.15 or 0.05,0.15,0.5,1)",
     )
     args = parser.parse_args()
     if args.action == "run":
@@ -282,7 +388,8 @@ def main() -> None:
         for name in args.directions.split(","):
             for method in args.methods.split(","):
                 for seed in (int(s) for s in args.seeds.split(",")):
-                    for semi in [None] + ([args.semi] if args.semi else []):
+                    fractions = [float(f) for f in args.semi.split(",") if f]
+                    for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
