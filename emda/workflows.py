@@ -137,6 +137,9 @@ def adapt(
         raise EmdaError(f"--target is required by method '{method.name}'")
     elif target is not None and not split_address(target.raw)[0].exists():
         raise EmdaError(f"--target {target.raw}: no such file")  # unused by this method
+    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
+    model = UNet(model_config)
+    method.build_heads(model)  # a method's option errors surface before anything is written
     prepare_run_dir(run_dir, overwrite)
     src_range = normalization.fit(src_raw)
     src_sampler = PatchSampler(
@@ -148,8 +151,6 @@ def adapt(
         config.augment,
         config.intensity_jitter,
     )
-    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
-    model = UNet(model_config)
     template = Checkpoint(
         model_config=model_config,
         state_dict={},

@@ -71,3 +71,4 @@ def test_dann_reversal_coefficient_follows_the_schedule_or_is_constant():
 def test_alignment_lambdas_must_match_the_network_depth(tmp_path):
     result = adapt_on_crops(tmp_path / "r", "--opt", "lambdas=0,1", method="mmd")
     assert result.exit_code == 1 and "give 5 comma-separated weights" in result.output
+    assert not (tmp_path / "r").exists()
