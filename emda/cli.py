@@ -535,7 +535,7 @@ def evaluate(
     results = evaluate_many(predictions, labels, threshold, z_range, foreground, key, labels_key)
     table = Table(title=f"against {labels}" + (f" (z {z_range})" if z_range else ""))
     for col in ("prediction", "IoU", "Dice", "precision", "recall"):
-        table.add_column(col, justify="left" if col == "prediction" else "right")
+        table.add_column(col, justify="left" if col == "prediction" else "right", overflow="fold")
     for r in results:
         s = r.total.scores()
         table.add_row(
