@@ -1,6 +1,7 @@
 """The third-party path end to end: pip-install the example plugin package, then use it."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,23 +17,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
+    """pip-install a copy of the example package (pip builds in the source tree)."""
+    source = tmp_path_factory.mktemp("src") / "emda-entropy"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(site), str(source)], check=True, capture_output=True)
     return site
 
 

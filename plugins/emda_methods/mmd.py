@@ -12,7 +12,7 @@ from emda.alignment import AlignmentOptions, FeatureAlignment, gaussian_mmd2
 
 @dataclass
 class MMDOptions(AlignmentOptions):
-    pass  # the shared defaults: lambdas 0, 0, 0.1, 0.3, 1 (see emda.alignment)
+    """The shared Eq. 1 defaults: lambdas 0, 0, 0.1, 0.3, 1 (see emda.alignment)."""
 
 
 class MMD(FeatureAlignment):
