@@ -8,7 +8,6 @@ by name; it knows nothing about any particular method.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -82,10 +81,6 @@ class Method:
     def loss_terms(self, step: TrainStep) -> dict[str, torch.Tensor]:
         """Named scalar losses for one step; the loop sums and logs them."""
         return {"seg": step.source_segmentation_loss()}
-
-    @classmethod
-    def option_defaults(cls) -> dict[str, Any]:
-        return {f.name: getattr(cls.Options(), f.name) for f in dataclasses.fields(cls.Options)}
 
 
 class Supervised(Method):
