@@ -1,27 +1,32 @@
 """How much of the EPFL -> VNC gap is batch-norm statistics? (AdaBN probe)
 
-Takes the FT baseline model (benchmarks/ft_baseline.sh), re-estimates only its
-batch-norm running statistics on 50 random 256^2 patches (batch 8) of the unlabelled
-VNC training slices z 0-12, and scores VNC z 13-19 before and after. No weights change,
-no label is used. Writes benchmarks/results/adabn_probe.json.
+For each finished run given, re-estimates only the batch-norm running statistics on
+the unlabelled VNC training slices z 0-12 with ``emda.batchnorm.recalibrate_batchnorm``
+(the same call and settings ``emda adapt`` uses by default: 100 batches of 8 patches of
+the run's training patch size, seed 0), and scores VNC z 13-19 before and after (results
+of earlier runs in the file are kept). No weights change and no label is used.
+Writes benchmarks/results/adabn_probe.json.
 
-    python benchmarks/adabn_probe.py [--run benchmarks/work/ft_baseline/run]
+    python benchmarks/adabn_probe.py [RUN_DIR ...]   # default: FT baseline + first DA runs
 """
 
 import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from emda.batchnorm import recalibrate_batchnorm
 from emda.checkpoint import load_checkpoint
 from emda.inference import SlidingWindowPredictor
 from emda.metrics import Confusion
-from emda.sampling import PatchSampler
+from emda.sampling import Augmentation, PatchSampler
 from emda.volume import open_volume, read_labels
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_RUNS = [HERE / "work" / "ft_baseline" / "run"] + [
+    HERE / "work" / "methods_first_numbers" / m for m in ("mmd", "coral", "dann", "ynet")
+]
 
 
 def score(model, raw, labels, intensity) -> float:
@@ -35,30 +40,33 @@ def score(model, raw, labels, intensity) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--run", default=str(HERE / "work" / "ft_baseline" / "run"))
+    parser.add_argument("runs", nargs="*", default=[str(r) for r in DEFAULT_RUNS])
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
     args = parser.parse_args()
-    ckpt = load_checkpoint(args.run)
-    model = ckpt.build_model()
     raw = open_volume(Path(args.data) / "drosophila_vnc" / "raw.tif")
     labels = read_labels(Path(args.data) / "drosophila_vnc" / "labels.tif")
-    intensity = ckpt.normalization.fit(raw)
-    before = score(model, raw, labels, intensity)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the probe batches
-    sampler = PatchSampler(raw, intensity, 256, z_indices=range(13), augment=True)
-    rng = np.random.default_rng(0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(50):
-            model(sampler.sample(8, rng).x)
-    model.eval()
-    after = score(model, raw, labels, intensity)
-    result = {"run": args.run, "vnc_z13_20_iou_ft": before, "vnc_z13_20_iou_ft_adabn": after}
-    (HERE / "results" / "adabn_probe.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    out = HERE / "results" / "adabn_probe.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results = {k: v for k, v in results.items() if isinstance(v, dict)}  # drop the old format
+    for run in args.runs:
+        if not (Path(run) / "checkpoint.pt").exists() or (Path(run) / "state.pt").exists():
+            print(f"skipping {run}: not a finished run")
+            continue
+        ckpt = load_checkpoint(run)
+        model = ckpt.build_model().eval()
+        intensity = ckpt.normalization.fit(raw)
+        before = score(model, raw, labels, intensity)
+        patch = int(ckpt.training.get("patch_size", 128))
+        sampler = PatchSampler(raw, intensity, patch, None, range(13), Augmentation())
+        recalibrate_batchnorm(model, sampler, torch.device("cpu"))
+        after = score(model, raw, labels, intensity)
+        results[Path(run).name if Path(run).name != "run" else "ft"] = {
+            "run": str(run),
+            "vnc_z13_20_iou": before,
+            "vnc_z13_20_iou_target_bn": after,
+        }
+        print(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -197,6 +197,17 @@ JitterOpt = Annotated[
         help="Random contrast/brightness jitter amplitude (0 turns it off).", rich_help_panel=T
     ),
 ]
+SharpnessOpt = Annotated[
+    float,
+    typer.Option(
+        help="Random blur/sharpen amplitude: x + a(x - blur(x)), a in [-min(s,1), s]; 0 = off.",
+        rich_help_panel=T,
+    ),
+]
+NoiseOpt = Annotated[
+    float,
+    typer.Option(help="Maximum std of added Gaussian noise (0 turns it off).", rich_help_panel=T),
+]
 SegLossOpt = Annotated[SegLossChoice, typer.Option(help="Segmentation loss.", rich_help_panel=T)]
 CkptEveryOpt = Annotated[
     int, typer.Option(help="Save the checkpoint every N iterations.", rich_help_panel=T)
@@ -230,6 +241,14 @@ def adapt(
             rich_help_panel="Data",
         ),
     ] = None,
+    target_bn: Annotated[
+        bool,
+        typer.Option(
+            help="After training, re-estimate batch-norm statistics on the target (AdaBN); "
+            "applies to every method, ft included, when --target is given.",
+            rich_help_panel="Method",
+        ),
+    ] = True,
     method: Annotated[
         str,
         typer.Option(
@@ -274,6 +293,8 @@ def adapt(
     seed: SeedOpt = 0,
     augment: AugmentOpt = True,
     intensity_jitter: JitterOpt = 0.1,
+    sharpness: SharpnessOpt = 0.0,
+    noise: NoiseOpt = 0.0,
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
@@ -313,6 +334,8 @@ def adapt(
         seed=seed,
         augment=augment,
         intensity_jitter=intensity_jitter,
+        sharpness=sharpness,
+        noise=noise,
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,
@@ -339,6 +362,7 @@ def adapt(
         overwrite,
         not quiet,
         resolved,
+        target_bn,
     )
     _report_run(summary)
 
@@ -388,6 +412,8 @@ def finetune(
     seed: SeedOpt = 0,
     augment: AugmentOpt = True,
     intensity_jitter: JitterOpt = 0.1,
+    sharpness: SharpnessOpt = 0.0,
+    noise: NoiseOpt = 0.0,
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
@@ -410,6 +436,8 @@ def finetune(
         seed=seed,
         augment=augment,
         intensity_jitter=intensity_jitter,
+        sharpness=sharpness,
+        noise=noise,
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,
@@ -666,7 +694,65 @@ def demo(
     run_demo(out, iterations, data, dev, not quiet)
 
 
+data_app = typer.Typer(
+    help="Public EM datasets: list them, fetch them from their original sources.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+@user_errors
+def data_list() -> None:
+    """The datasets `emda data fetch` knows: source, licence, files."""
+    from emda.datasets import DATASETS
+
+    table = Table(title="emda data")
+    for col in ("name", "dataset", "files", "voxel nm (z,y,x)", "licence / cite"):
+        table.add_column(col)
+    for d in DATASETS.values():
+        files = "\n".join(s.output for s in d.stacks)
+        table.add_row(d.name, f"{d.title}\n[dim]{d.source}[/dim]", files,
+                      str(d.voxel_size), f"{d.license}\n{d.cite}")  # fmt: skip
+    out.print(table)
+
+
+@data_app.command("fetch", no_args_is_help=True)
+@user_errors
+def data_fetch(
+    names: Annotated[list[str], typer.Argument(help="Dataset name(s); see `emda data list`.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write <name>/ into.")],
+    mirror: Annotated[
+        str | None,
+        typer.Option(help="URL or local folder laid out like the source, used instead of it."),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Download datasets, check their content (SHA-256) and write raw.tif/labels.tif."""
+    from rich.progress import Progress
+
+    from emda.datasets import DATASETS, fetch
+
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown dataset {', '.join(unknown)}; known: {', '.join(DATASETS)}",
+            param_hint="NAMES",
+        )
+    for name in names:
+        with Progress(console=console, disable=quiet, transient=True) as bar:
+            task = bar.add_task(f"fetching {name}", total=None)
+            report = functools.partial(_advance, bar, task)
+            dest = fetch(DATASETS[name], to, mirror, overwrite, report)
+        console.print(f"{name}: checked and written to {dest}")
+
+
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _advance(bar, task, done: int, total: int) -> None:
+    bar.update(task, completed=done, total=total)
 
 
 def _report_run(summary) -> None:

@@ -3,22 +3,64 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
+from emda.errors import EmdaError
 from emda.method import Batch
 from emda.normalization import IntensityRange
 from emda.volume import Volume
+
+SHARPNESS_SIGMA = 1.5  # pixels; the blur that ``sharpness`` mixes in or subtracts
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What varies between two draws of the same patch.
+
+    ``dihedral``: one of the 8 flips/90-degree rotations (valid for in-plane EM).
+    ``intensity_jitter`` j: contrast x(1 +- j) and brightness +- j.
+    ``sharpness`` s: x + a (x - G(x)) with a ~ U(-min(s, 1), s) and G a Gaussian blur,
+    so a < 0 blurs (a = -1 is G(x)) and a > 0 sharpens; microscopes and protocols
+    differ as much in resolution and sharpness as in grey values.
+    ``noise`` n: additive Gaussian noise with a standard deviation ~ U(0, n).
+    """
+
+    dihedral: bool = True
+    intensity_jitter: float = 0.0
+    sharpness: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("intensity_jitter", "sharpness", "noise"):
+            if not getattr(self, name) >= 0:
+                raise EmdaError(f"--{name.replace('_', '-')} must be >= 0")
+
+    @classmethod
+    def none(cls) -> Augmentation:
+        return cls(dihedral=False)
+
+    def intensity(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.sharpness > 0:
+            amount = rng.uniform(-min(self.sharpness, 1.0), self.sharpness)
+            x = x + np.float32(amount) * (x - _blur(x, SHARPNESS_SIGMA))
+        if self.intensity_jitter > 0:
+            j = self.intensity_jitter
+            x = x * np.float32(1 + rng.uniform(-j, j)) + np.float32(rng.uniform(-j, j))
+        if self.noise > 0:
+            sd = rng.uniform(0, self.noise)
+            x = x + rng.normal(0, sd, size=x.shape).astype(np.float32)
+        return x
 
 
 class PatchSampler:
     """Draws ``(B, 1, P, P)`` patches from the allowed z-slices of a volume.
 
     Patches are cut from random positions of random slices, normalised with
-    ``intensity``, and (if ``augment``) put through one of the 8 dihedral
-    transforms (flips and 90-degree rotations, valid for in-plane EM) and an
-    optional random contrast/brightness jitter. Slices smaller than the patch
+    ``intensity`` and put through ``augmentation``. Slices smaller than the patch
     are mirror-padded.
     """
 
@@ -29,16 +71,14 @@ class PatchSampler:
         patch_size: int,
         labels: Volume | None = None,
         z_indices: Sequence[int] | None = None,
-        augment: bool = True,
-        intensity_jitter: float = 0.0,
+        augmentation: Augmentation | None = None,
     ) -> None:
         self.raw = raw
         self.labels = labels
         self.intensity = intensity
         self.patch_size = patch_size
         self.z_indices = np.asarray(z_indices if z_indices is not None else range(raw.shape[0]))
-        self.augment = augment
-        self.intensity_jitter = intensity_jitter
+        self.augmentation = augmentation or Augmentation.none()
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         xs, ys = [], []
@@ -61,16 +101,32 @@ class PatchSampler:
         y = None
         if self.labels is not None:
             y = _pad_to(self.labels.read(*window).astype(np.float32), p)
-        if self.augment:
+        if self.augmentation.dihedral:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             x = _dihedral(x, k, flip)
             y = None if y is None else _dihedral(y, k, flip)
-        if self.intensity_jitter > 0:
-            j = self.intensity_jitter
-            x = x * np.float32(1 + rng.uniform(-j, j)) + np.float32(rng.uniform(-j, j))
+        x = self.augmentation.intensity(x, rng)
         return np.ascontiguousarray(x, dtype=np.float32), (
             None if y is None else np.ascontiguousarray(y)
         )
+
+
+@lru_cache(maxsize=8)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) Gaussian blur with mirrored borders, so that blur(x) = B @ x @ B.T."""
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    b = np.zeros((n, n), dtype=np.float64)
+    for i in range(n):
+        for t, w in zip(range(i - radius, i + radius + 1), taps):
+            j = -t - 1 if t < 0 else (2 * n - t - 1 if t >= n else t)  # symmetric padding
+            b[i, min(max(j, 0), n - 1)] += w
+    return b.astype(np.float32)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    return _blur_matrix(x.shape[0], sigma) @ x @ _blur_matrix(x.shape[1], sigma).T
 
 
 def _dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:

@@ -22,7 +22,7 @@ from torch import nn
 from emda.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
 from emda.errors import EmdaError
 from emda.method import Batch, Method, TrainStep
-from emda.sampling import PatchSampler
+from emda.sampling import Augmentation, PatchSampler
 
 LOG_NAME = "log.jsonl"
 STATE_NAME = "state.pt"
@@ -39,6 +39,8 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     intensity_jitter: float = 0.1
+    sharpness: float = 0.0
+    noise: float = 0.0
     seg_loss: str = "bce_dice"
     checkpoint_every: int = 250
     amp: bool = True  # mixed precision; only used on CUDA
@@ -51,6 +53,10 @@ class TrainConfig:
             raise EmdaError("--lr must be positive")
         if self.lr_schedule not in ("cosine", "constant"):
             raise EmdaError("--lr-schedule must be cosine or constant")
+        self.augmentation()  # validates the augmentation settings
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.augment, self.intensity_jitter, self.sharpness, self.noise)
 
 
 @dataclass

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from emda import __version__
-from emda.checkpoint import Checkpoint, load_checkpoint
+from emda.batchnorm import recalibrate_batchnorm
+from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.errors import EmdaError
 from emda.evaluate import COMPLETE_ATTR, Evaluation, evaluate, parse_z_range
 from emda.inference import BlendMode, SlidingWindowPredictor
@@ -21,7 +22,7 @@ from emda.normalization import Normalization, NormalizeMode
 from emda.options import options_to_dict, parse_options
 from emda.plots import training_curve
 from emda.registry import load_registry
-from emda.sampling import PatchSampler, choose_slices
+from emda.sampling import Augmentation, PatchSampler, choose_slices
 from emda.train import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, TrainConfig, read_log, train
 from emda.volume import (
     Volume,
@@ -114,14 +115,22 @@ def adapt(
     overwrite: bool = False,
     show_progress: bool = True,
     resolved_config: dict | None = None,
+    target_bn: bool = True,
 ) -> RunSummary:
-    """Train a new model on the labelled source (and unlabelled target) with ``method``."""
+    """Train a new model on the labelled source (and unlabelled target) with ``method``.
+
+    With ``target_bn`` and a target, the batch-norm statistics are re-estimated on the
+    target after training (see ``emda.batchnorm``); this holds for every method, ft too.
+    """
+    for option, spec in (("--source", source), ("--target", target)):
+        if spec is not None and not split_address(spec.raw)[0].exists():
+            raise EmdaError(f"{option} {spec.raw}: no such file")  # even if the method ignores it
     src_raw, src_labels, src_z = _load_training_volume(source, "source")
     if src_labels is None:
         raise EmdaError("--source-labels is required: the source must be labelled")
     tgt_sampler = None
     tgt_range = None
-    if target is not None and method.uses_target:
+    if target is not None and (method.uses_target or target_bn):
         tgt_raw, _, tgt_z = _load_training_volume(target, "target")
         tgt_range = normalization.fit(tgt_raw)
         tgt_sampler = PatchSampler(
@@ -130,13 +139,10 @@ def adapt(
             config.patch_size,
             None,
             tgt_z,
-            config.augment,
-            config.intensity_jitter,
+            config.augmentation(),
         )
     elif method.uses_target:
         raise EmdaError(f"--target is required by method '{method.name}'")
-    elif target is not None and not split_address(target.raw)[0].exists():
-        raise EmdaError(f"--target {target.raw}: no such file")  # unused by this method
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = UNet(model_config)
     method.build_heads(model)  # a method's option errors surface before anything is written
@@ -148,8 +154,7 @@ def adapt(
         config.patch_size,
         src_labels,
         src_z,
-        config.augment,
-        config.intensity_jitter,
+        config.augmentation(),
     )
     template = Checkpoint(
         model_config=model_config,
@@ -165,14 +170,29 @@ def adapt(
             "source": source.raw,
             "target": target.raw if target else None,
             "target_range": [tgt_range.low, tgt_range.high] if tgt_range else None,
+            "target_bn": bool(target_bn and tgt_sampler is not None),
         },
     )
     _write_config(run_dir, "adapt", resolved_config)
+    train_target = tgt_sampler if method.uses_target else None
     result = train(
-        model, method, src_sampler, tgt_sampler, config, device, run_dir, template, show_progress
+        model, method, src_sampler, train_target, config, device, run_dir, template, show_progress
     )
+    if target_bn and tgt_sampler is not None:
+        _recalibrate_on_target(model, tgt_sampler, config, device, run_dir, template)
     _write_curve(run_dir)
     return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
+
+
+def _recalibrate_on_target(model, sampler, config, device, run_dir, template) -> None:
+    """Target batch-norm statistics, then rewrite the final checkpoint with them."""
+    # the target as inference sees it: dihedral copies only, no intensity changes
+    plain = PatchSampler(
+        sampler.raw, sampler.intensity, config.patch_size, None, sampler.z_indices, Augmentation()
+    )
+    recalibrate_batchnorm(model, plain, device, batch_size=config.batch_size, seed=config.seed)
+    template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(template, run_dir / CHECKPOINT_NAME)
 
 
 def finetune(
@@ -199,9 +219,7 @@ def finetune(
         log.warning("the chosen target slices %s contain no foreground", chosen)
     prepare_run_dir(run_dir, overwrite)
     tgt_range = ckpt.normalization.fit(raw)
-    sampler = PatchSampler(
-        raw, tgt_range, config.patch_size, labels, chosen, config.augment, config.intensity_jitter
-    )
+    sampler = PatchSampler(raw, tgt_range, config.patch_size, labels, chosen, config.augmentation())
     model = ckpt.build_model()
     template = Checkpoint(
         model_config=ckpt.model_config,

@@ -1,0 +1,94 @@
+"""Training patches, their augmentation, and target batch-norm statistics."""
+
+import numpy as np
+import pytest
+import torch
+
+from emda.batchnorm import recalibrate_batchnorm
+from emda.errors import EmdaError
+from emda.model import UNet, UNetConfig
+from emda.normalization import IntensityRange
+from emda.sampling import Augmentation, PatchSampler, _blur
+from emda.volume import Volume
+
+from .conftest import adapt_on_crops
+
+
+def _volume(data: np.ndarray) -> Volume:
+    return Volume(data, "test", None)
+
+
+def test_blur_equals_a_direct_convolution_with_mirrored_borders():
+    x = np.random.default_rng(0).random((40, 33)).astype(np.float32)
+    r = 5
+    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / 1.5) ** 2)
+    taps /= taps.sum()
+    padded = np.pad(x, r, mode="symmetric").astype(np.float64)
+    rows = np.apply_along_axis(lambda v: np.convolve(v, taps, "valid"), 0, padded)
+    direct = np.apply_along_axis(lambda v: np.convolve(v, taps, "valid"), 1, rows)
+    np.testing.assert_allclose(_blur(x, 1.5), direct, atol=1e-5)
+    np.testing.assert_allclose(_blur(np.ones((20, 20), np.float32), 1.5), 1, atol=1e-6)
+
+
+def test_without_augmentation_a_patch_is_the_normalised_crop():
+    data = np.arange(4 * 32 * 32, dtype=np.uint8).reshape(4, 32, 32)
+    sampler = PatchSampler(_volume(data), IntensityRange(0.0, 255.0), 16, None, [2])
+    batch = sampler.sample(3, np.random.default_rng(0))
+    assert batch.x.shape == (3, 1, 16, 16) and batch.y is None
+    for patch in batch.x[:, 0].numpy():
+        # some 16 x 16 window of slice 2, scaled by 1/255
+        y0, x0 = np.argwhere(np.isclose(data[2] / 255.0, patch[0, 0]))[0]
+        np.testing.assert_allclose(patch, data[2, y0 : y0 + 16, x0 : x0 + 16] / 255.0, atol=1e-6)
+
+
+def test_sharpness_and_noise_change_the_patch_but_keep_its_mean():
+    rng = np.random.default_rng(1)
+    x = rng.random((64, 64)).astype(np.float32)
+    sharp = Augmentation(dihedral=False, sharpness=2.0).intensity(x, np.random.default_rng(3))
+    noisy = Augmentation(dihedral=False, noise=0.1).intensity(x, np.random.default_rng(3))
+    for y in (sharp, noisy):
+        assert not np.allclose(y, x)
+        assert abs(float(y.mean() - x.mean())) < 0.02  # neither shifts the grey level
+    assert Augmentation(dihedral=False).intensity(x, rng) is x
+
+
+@pytest.mark.parametrize("field", ["intensity_jitter", "sharpness", "noise"])
+def test_negative_augmentation_amplitudes_are_refused(field):
+    with pytest.raises(EmdaError, match=field.replace("_", "-")):
+        Augmentation(**{field: -0.1})
+
+
+def test_recalibration_sets_running_statistics_to_the_target_batches():
+    data = np.full((2, 32, 32), 200, dtype=np.uint8)  # constant: mean 200/255, variance 0
+    sampler = PatchSampler(_volume(data), IntensityRange(0.0, 255.0), 16)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1), torch.nn.Conv2d(1, 1, 1))
+    conv = model[1].weight.detach().clone()
+    assert recalibrate_batchnorm(model, sampler, torch.device("cpu"), batches=3) == 1
+    torch.testing.assert_close(model[0].running_mean, torch.tensor([200 / 255]))
+    torch.testing.assert_close(model[0].running_var, torch.tensor([0.0]))
+    assert model[0].momentum == 0.1 and not model.training
+    torch.testing.assert_close(model[1].weight, conv)
+
+
+def test_recalibration_leaves_a_unet_s_weights_alone():
+    model = UNet(UNetConfig(base_channels=4, depth=2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    sampler = PatchSampler(_volume(data), IntensityRange(0.0, 255.0), 32)
+    recalibrate_batchnorm(model, sampler, torch.device("cpu"), batches=2, batch_size=2)
+    after = model.state_dict()
+    for name, value in before.items():
+        changed = not torch.equal(value, after[name])
+        assert changed == name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def test_adapt_recalibrates_on_the_target_unless_told_not_to(tmp_path):
+    def checkpoint(name, *extra):
+        assert adapt_on_crops(tmp_path / name, *extra, method="mmd").exit_code == 0
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+
+    on, off = checkpoint("on"), checkpoint("off", "--no-target-bn")
+    assert on["training"]["target_bn"] and not off["training"]["target_bn"]
+    for name, value in on["state_dict"].items():
+        same = torch.equal(value, off["state_dict"][name])
+        assert same != name.endswith(("running_mean", "running_var", "num_batches_tracked"))
