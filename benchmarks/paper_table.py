@@ -3,6 +3,7 @@
     python benchmarks/paper_table.py run    --profile cpu [--directions ...] [--methods ...]
                                             [--seeds 0,1,2] [--semi 0.15]
     python benchmarks/paper_table.py report --profile cpu
+    python benchmarks/paper_table.py adopt  --profile cpu --directions D --methods M --seeds S RUN
 
 Every run is keyed by a hash of its full configuration; its result lands in
 ``benchmarks/results/<profile>/runs/<key>.json`` and a rerun skips keys that
@@ -98,6 +99,8 @@ def directions(data_kind: str) -> dict[str, Direction]:
     return {
         "epfl2vnc": Direction("epfl2vnc", epfl_tr, vnc_tr, vnc_te),
         "vnc2epfl": Direction("vnc2epfl", vnc_tr, epfl_tr, epfl_te),
+        # the in-domain check: source-only model on the source's own test volume
+        "epfl2epfl": Direction("epfl2epfl", epfl_tr, epfl_tr, epfl_te),
     }
 
 
@@ -118,6 +121,10 @@ def emda(*args: str, log: Path) -> float:
 
 
 def run_one(profile: str, direction: Direction, method: str, seed: int, semi: float | None) -> dict:
+    """One row of the table: adapt (training only), then the same model with target
+    batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
+    default), each scored on the target test set; ``semi`` finetunes the latter on that
+    fraction of the target training labels and scores the result."""
     p = PROFILES[profile]
     config = {
         "profile": profile,
@@ -126,6 +133,7 @@ def run_one(profile: str, direction: Direction, method: str, seed: int, semi: fl
         "method": method,
         "seed": seed,
         "semi_fraction": semi,
+        "harness": 2,  # 2: every row scored as trained and with target batch-norm statistics
     }
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
@@ -133,99 +141,101 @@ def run_one(profile: str, direction: Direction, method: str, seed: int, semi: fl
         return json.loads(result_path.read_text())
     # the adapted model is shared by the unsupervised and the semi-supervised rows
     adapted = HERE / "work" / profile / config_key({**config, "semi_fraction": None})
-    work = adapted / (f"semi{semi}" if semi else "unsup")
-    work.mkdir(parents=True, exist_ok=True)
-    train = [
-        "--iterations",
-        str(p["iterations"]),
-        "--batch-size",
-        str(p["batch_size"]),
-        "--patch-size",
-        str(p["patch_size"]),
-        "--seed",
-        str(seed),
-        "--quiet",
-        "--overwrite",
-    ]
+    adapted.mkdir(parents=True, exist_ok=True)
+    train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
+             "--seed", str(seed), "--quiet", "--overwrite"]  # fmt: skip
     src, tr, te = direction.source, direction.target_train, direction.target_test
-    times = {}
+    target_z = ["--target-z", tr.z] if tr.z else []
+    times: dict[str, float] = {}
     log = adapted / "log.txt"
-    model = adapted / "run"
-    if not (model / "checkpoint.pt").exists() or (model / "state.pt").exists():
-        adapt = [
-            "adapt",
-            "--source",
-            src.raw,
-            "--source-labels",
-            src.labels,
-            "--target",
-            tr.raw,
-            "--method",
-            method,
-            "--base-channels",
-            str(p["base_channels"]),
-            "--out",
-            str(model),
-            *train,
-        ]
+    trained, recalibrated = adapted / "run", adapted / "run_target_bn"
+    if not _finished(trained):
+        adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels, "--method", method,
+                 "--base-channels", str(p["base_channels"]), "--iterations", str(p["iterations"]),
+                 "--out", str(trained), "--no-target-bn", *train]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
-        adapt += ["--target-z", tr.z] if tr.z else []
+        # ft never sees the target: the paper's source-only baseline
+        adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
         times["adapt"] = emda(*adapt, log=log)
+    if not _finished(recalibrated):
+        times["recalibrate"] = emda("recalibrate", str(trained), "--target", tr.raw, *target_z,
+                                    "--out", str(recalibrated), "--overwrite", log=log)  # fmt: skip
     if semi:
-        ft = [
-            "finetune",
-            str(model),
-            "--target",
-            tr.raw,
-            "--target-labels",
-            tr.labels,
-            "--fraction",
-            str(semi),
-            "--out",
-            str(work / "run"),
-            *train,
-            "--iterations",
-            str(p["finetune_iterations"]),
-        ]
-        ft += ["--target-z", tr.z] if tr.z else []
+        work = adapted / f"semi{semi}"
+        work.mkdir(exist_ok=True)
+        ft = ["finetune", str(recalibrated), "--target", tr.raw, "--target-labels", tr.labels,
+              "--fraction", str(semi), "--out", str(work / "run"), *train, *target_z,
+              "--iterations", str(p["finetune_iterations"])]  # fmt: skip
         times["finetune"] = emda(*ft, log=log)
-        model = work / "run"
-    times["predict"] = emda(
-        "predict",
-        str(model),
-        te.raw,
-        "--output",
-        str(work / "prob.tif"),
-        "--tile-size",
-        str(p["tile_size"]),
-        "--quiet",
-        "--overwrite",
-        log=log,
-    )
-    evaluate = [
-        "evaluate",
-        str(work / "prob.tif"),
-        "--labels",
-        te.labels,
-        "--json",
-        str(work / "scores.json"),
-        "--overwrite",
-    ]
-    evaluate += ["--z-range", te.z] if te.z else []
-    emda(*evaluate, log=log)
-    (scores,) = json.loads((work / "scores.json").read_text())
+        scored = {"scores": work / "run"}
+    else:
+        scored = {"scores_as_trained": trained, "scores": recalibrated}
+    result = {"key": key, "config": config}
+    for field, model in scored.items():
+        prob = model.parent / f"{model.name}_prob.tif"
+        times[f"predict_{model.name}"] = emda("predict", str(model), te.raw, "--output", str(prob),
+                                              "--tile-size", str(p["tile_size"]), "--quiet",
+                                              "--overwrite", log=log)  # fmt: skip
+        scores = model.parent / f"{model.name}_scores.json"
+        evaluate = ["evaluate", str(prob), "--labels", te.labels, "--json", str(scores),
+                    "--overwrite"]  # fmt: skip
+        evaluate += ["--z-range", te.z] if te.z else []
+        emda(*evaluate, log=log)
+        (result[field],) = json.loads(scores.read_text())
     from emda import __version__
 
-    result = {
-        "key": key,
-        "config": config,
-        "scores": scores,
-        "seconds": times,
-        "emda_version": __version__,
-    }
+    result.update(seconds=times, emda_version=__version__)
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def adopt(profile: str, direction: Direction, method: str, seed: int, run: Path) -> Path:
+    """Reuse a finished ``emda adapt`` run made elsewhere as this harness's trained model,
+    after checking that every setting it recorded is the one the harness would use."""
+    import shutil
+    import tomllib
+
+    from emda.options import options_to_dict
+    from emda.workflows import resolve_method
+
+    p = PROFILES[profile]
+    if not _finished(run):
+        sys.exit(f"{run}: not a finished run")
+    got = tomllib.loads((run / "config.toml").read_text())["adapt"]
+    src, tr = direction.source, direction.target_train
+    want = {
+        "method": method, "iterations": p["iterations"], "batch_size": p["batch_size"],
+        "patch_size": p["patch_size"], "seed": seed, "base_channels": p["base_channels"],
+        "depth": 4, "lr": 1e-3, "lr_schedule": "cosine", "augment": True,
+        "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "seg_loss": "bce_dice",
+        "lower_percentile": 1.0, "upper_percentile": 99.0, "target_bn": False,
+        "source": src.raw, "source_labels": src.labels, "source_z": src.z,
+        "target": None if method == "ft" else tr.raw,
+        "target_z": None if method == "ft" else tr.z,
+        "opt": options_to_dict(resolve_method(method, []).options),
+    }  # fmt: skip
+    defaults = {"sharpness": 0.0, "noise": 0.0, "target_bn": False}  # older runs lack these
+    paths = {"source", "source_labels", "target"}
+    for name, value in want.items():
+        have = got.get(name, defaults.get(name))
+        if name in paths and have is not None and value is not None:
+            have, value = str((REPO / have).resolve()), str(Path(value).resolve())
+        if have != value:
+            sys.exit(f"{run}: {name} is {have!r}, the harness uses {value!r}; not adopted")
+    config = {"profile": profile, **p, "direction": asdict(direction), "method": method,
+              "seed": seed, "semi_fraction": None, "harness": 2}  # fmt: skip
+    dest = HERE / "work" / profile / config_key(config) / "run"
+    if _finished(dest):
+        sys.exit(f"{dest}: the harness already has this run")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run, dest, dirs_exist_ok=True)
+    (dest.parent / "log.txt").open("a").write(f"adopted {run.resolve()}\n")
+    return dest
+
+
+def _finished(run: Path) -> bool:
+    return (run / "checkpoint.pt").exists() and not (run / "state.pt").exists()
 
 
 def load_results(profile: str) -> list[dict]:
@@ -235,41 +245,60 @@ def load_results(profile: str) -> list[dict]:
     ]
 
 
+DIRECTION_TITLES = {
+    "epfl2vnc": "EPFL -> VNC",
+    "vnc2epfl": "VNC -> EPFL",
+    "epfl2epfl": "in-domain EPFL",
+}
+
+
 def report(profile: str) -> str:
     """table.md (mean +- std IoU % over seeds) plus bars.png, fraction_curve.png and
-    qualitative.png in ``benchmarks/results/<profile>/``."""
+    qualitative_<direction>.png in ``benchmarks/results/<profile>/``."""
     import numpy as np
 
     results = load_results(profile)
-    rows: dict[tuple, list[float]] = {}
+    rows: dict[tuple, dict[str, list[float]]] = {}
     for r in results:
         c = r["config"]
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
-        rows.setdefault((c["direction"]["name"], setting, c["method"]), []).append(
-            100 * r["scores"]["iou"]
-        )
-    lines = [
-        "| direction | setting | method | IoU % (mean +- std) | seeds | paper |",
-        "|---|---|---|---|---|---|",
-    ]
-    for (direction, setting, method), values in sorted(rows.items()):
-        paper = (
-            PAPER.get(method, "") if direction == "epfl2vnc" and setting == "unsupervised" else ""
-        )
+        row = rows.setdefault((c["direction"]["name"], setting, c["method"]), {})
+        for field in ("scores_as_trained", "scores"):
+            if field in r:
+                row.setdefault(field, []).append(100 * r[field]["iou"])
+
+    def cell(values: list[float] | None) -> str:
+        if not values:
+            return ""
         std = f" +- {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.1f}{std}"
+
+    lines = [
+        "| direction | setting | method | IoU % as trained | IoU % + target BN (default) "
+        "| seeds | paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet"])}
+    for (direction, setting, method), row in sorted(
+        rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "unsupervised", kv[0][1],
+                                      order.get(kv[0][2], 99), kv[0][2])
+    ):  # fmt: skip
+        paper_row = (direction, setting) == ("epfl2vnc", "unsupervised")
+        paper = PAPER.get(method, "") if paper_row else ""
+        seeds = len(row.get("scores", []))
         lines.append(
-            f"| {direction} | {setting} | {method} | {np.mean(values):.1f}{std} | "
-            f"{len(values)} | {paper} |"
+            f"| {DIRECTION_TITLES.get(direction, direction)} | {setting} | {method} | "
+            f"{cell(row.get('scores_as_trained'))} | {cell(row.get('scores'))} | {seeds} | "
+            f"{paper} |"
         )
-    lines.append(
-        f"| vnc2epfl | unsupervised | DA-ISC (later anchor) | | | {DA_ISC_VNC_TO_LUCCHI} |"
-    )
+    lines.append(f"| VNC -> EPFL | unsupervised | DA-ISC (later anchor) | | | | "
+                 f"{DA_ISC_VNC_TO_LUCCHI} |")  # fmt: skip
     table = "\n".join(lines) + "\n"
     out = HERE / "results" / profile
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table)
     if results:
-        _figures(results, rows, out)
+        _figures(results, {k: v.get("scores", []) for k, v in rows.items()}, out)
     return table
 
 
@@ -282,7 +311,7 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
 
     # bars: unsupervised IoU per method and direction, the paper's next to EPFL -> VNC
     methods = sorted({m for (_, s, m) in rows if s == "unsupervised"})
-    dirs = sorted({d for (d, s, _) in rows if s == "unsupervised"})
+    dirs = sorted({d for (d, s, _) in rows if s == "unsupervised" and d != "epfl2epfl"})
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / (len(dirs) + 1)
     x = np.arange(len(methods))
@@ -372,7 +401,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("action", choices=["run", "report", "adopt"])
+    parser.add_argument("runs", nargs="*", type=Path, help="adopt: finished adapt run dir(s)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--directions", default="epfl2vnc,vnc2epfl")
     parser.add_argument("--methods", default="ft,mmd,coral,dann,ynet")
@@ -382,13 +412,23 @@ def main() -> None:
         default="",
         help="also finetune on these fractions of target labels (e.g. 0.15 or 0.05,0.15,0.5,1)",
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
+    if args.action == "adopt":  # one direction, method and seed
+        (name,), (method,) = args.directions.split(","), args.methods.split(",")
+        for run in args.runs:
+            dest = adopt(args.profile, directions(PROFILES[args.profile]["data"])[name], method,
+                         int(args.seeds), run)  # fmt: skip
+            print(f"adopted {run} as {dest}")
+        return
     if args.action == "run":
         dirs = directions(PROFILES[args.profile]["data"])
         for name in args.directions.split(","):
             for method in args.methods.split(","):
+                if name == "epfl2epfl" and method != "ft":
+                    continue  # the in-domain check is the source-only model's
                 for seed in (int(s) for s in args.seeds.split(",")):
                     fractions = [float(f) for f in args.semi.split(",") if f]
+                    fractions = [] if name == "epfl2epfl" else fractions
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi)
                         print(

@@ -7,11 +7,11 @@ import json
 import logging
 import os
 import sys
+import tomllib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import tomllib
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -454,6 +454,35 @@ def finetune(
         _resolved(ctx),
     )
     _report_run(summary)
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def recalibrate(
+    run: Annotated[Path, typer.Argument(help="Run directory (or checkpoint.pt) to start from.")],
+    target: Annotated[str, typer.Option(help="Unlabelled target raw volume.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    target_z: Annotated[
+        str | None, typer.Option(help="Target slices START:STOP to estimate statistics on.")
+    ] = None,
+    batches: Annotated[
+        int, typer.Option(help="Batches of target patches to average the statistics over.")
+    ] = 100,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Re-estimate a model's batch-norm statistics on a target (AdaBN): no training, no labels.
+
+    The step `adapt` ends with by default, for any finished run, e.g. a model trained
+    elsewhere that now meets a new microscope.
+    """
+    from emda.workflows import VolumeSpec
+    from emda.workflows import recalibrate as run_recalibrate
+
+    dev = _setup(device, threads)
+    done = run_recalibrate(run, VolumeSpec(target, None, target_z), out, dev, batches, overwrite)
+    console.print(f"recalibrated model written to {done / 'checkpoint.pt'}")
 
 
 @app.command(no_args_is_help=True)

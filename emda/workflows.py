@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from emda import __version__
-from emda.batchnorm import recalibrate_batchnorm
+from emda.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.errors import EmdaError
 from emda.evaluate import COMPLETE_ATTR, Evaluation, evaluate, parse_z_range
@@ -184,13 +184,56 @@ def adapt(
     return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
 
 
-def _recalibrate_on_target(model, sampler, config, device, run_dir, template) -> None:
+def recalibrate(
+    base: str | Path,
+    target: VolumeSpec,
+    run_dir: Path,
+    device: torch.device,
+    batches: int = DEFAULT_BATCHES,
+    overwrite: bool = False,
+) -> Path:
+    """A new run whose model is ``base``'s with batch-norm statistics from ``target``.
+
+    The same step ``adapt`` ends with (same patch size, batch size and seed as the base
+    run's training), usable on any finished run: adaptation without training.
+    """
+    if batches <= 0:
+        raise EmdaError(f"--batches {batches}: must be positive")
+    ckpt = load_checkpoint(base)
+    raw, _, zs = _load_training_volume(target, "target")
+    prepare_run_dir(run_dir, overwrite)
+    training = ckpt.training or {}
+    config = TrainConfig(
+        patch_size=int(training.get("patch_size", 128)),
+        batch_size=int(training.get("batch_size", 8)),
+        seed=int(training.get("seed", 0)),
+    )
+    intensity = ckpt.normalization.fit(raw)
+    sampler = PatchSampler(raw, intensity, config.patch_size, None, zs, Augmentation())
+    model = ckpt.build_model()
+    ckpt.training = {
+        "command": "recalibrate",
+        "base": str(base),
+        "base_training": training,
+        "target": target.raw,
+        "target_z": [zs[0], zs[-1] + 1],
+        "batches": batches,
+        "emda_version": __version__,
+        "target_bn": True,
+    }
+    _recalibrate_on_target(model, sampler, config, device, run_dir, ckpt, batches)
+    return run_dir
+
+
+def _recalibrate_on_target(
+    model, sampler, config, device, run_dir, template, batches: int = DEFAULT_BATCHES
+) -> None:
     """Target batch-norm statistics, then rewrite the final checkpoint with them."""
     # the target as inference sees it: dihedral copies only, no intensity changes
     plain = PatchSampler(
         sampler.raw, sampler.intensity, config.patch_size, None, sampler.z_indices, Augmentation()
     )
-    recalibrate_batchnorm(model, plain, device, batch_size=config.batch_size, seed=config.seed)
+    recalibrate_batchnorm(model, plain, device, batches, config.batch_size, config.seed)
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(template, run_dir / CHECKPOINT_NAME)
 

@@ -92,3 +92,35 @@ def test_adapt_recalibrates_on_the_target_unless_told_not_to(tmp_path):
     for name, value in on["state_dict"].items():
         same = torch.equal(value, off["state_dict"][name])
         assert same != name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def test_recalibrating_a_finished_run_equals_adapt_s_default(tmp_path, crops):
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    assert adapt_on_crops(tmp_path / "default", method="mmd").exit_code == 0
+    assert adapt_on_crops(tmp_path / "plain", "--no-target-bn", method="mmd").exit_code == 0
+    result = CliRunner().invoke(
+        app,
+        ["recalibrate", str(tmp_path / "plain"), "--target", str(crops / "vnc/raw.tif"),
+         "--out", str(tmp_path / "recal"), "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    a = torch.load(tmp_path / "default/checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "recal/checkpoint.pt", weights_only=True)
+    assert b["training"]["command"] == "recalibrate" and b["training"]["target_bn"]
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, msg=name)
+
+
+def test_recalibrate_refuses_bad_input_before_writing(tmp_path, crops):
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    runner = CliRunner()
+    args = ["recalibrate", str(tmp_path / "nope"), "--target", str(crops / "vnc/raw.tif")]
+    missing = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 1 and "nope" in missing.output
+    assert not (tmp_path / "o").exists()
