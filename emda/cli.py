@@ -77,7 +77,7 @@ def user_errors(fn):
             if os.environ.get("EMDA_DEBUG") == "1":
                 raise
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing half-written was kept", err=True)
             raise typer.Exit(130) from None
@@ -140,6 +140,14 @@ ThreadsOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel="General")
 ]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run in --out from its last saved state (same settings).",
+        rich_help_panel="General",
+    ),
+]
 OverwriteOpt = Annotated[
     bool,
     typer.Option(
@@ -162,7 +170,8 @@ def _setup(device: Device, threads: int | None):
 
 def _resolved(ctx: typer.Context) -> dict:
     # --config itself and per-invocation switches do not belong in a reproducible config
-    return {k: v for k, v in ctx.params.items() if k not in ("config", "overwrite", "quiet")}
+    skip = ("config", "overwrite", "quiet", "resume")
+    return {k: v for k, v in ctx.params.items() if k not in skip}
 
 
 def _train_config(**kw):
@@ -313,6 +322,7 @@ def adapt(
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -363,6 +373,7 @@ def adapt(
         not quiet,
         resolved,
         target_bn,
+        resume,
     )
     _report_run(summary)
 
@@ -420,6 +431,7 @@ def finetune(
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -452,6 +464,7 @@ def finetune(
         overwrite,
         not quiet,
         _resolved(ctx),
+        resume,
     )
     _report_run(summary)
 

@@ -59,9 +59,22 @@ class RunSummary:
     final_terms: dict[str, float]
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs; ``overwrite`` removes only files emda itself writes."""
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to mix two runs; ``overwrite`` removes only files emda itself writes;
+    ``resume`` keeps an interrupted run's files (train checks they fit)."""
     run_dir = Path(run_dir)
+    if resume:
+        if overwrite:
+            raise EmdaError("--resume and --overwrite contradict each other: choose one")
+        if not (run_dir / STATE_NAME).is_file():
+            finished = (run_dir / CHECKPOINT_NAME).is_file()
+            raise EmdaError(
+                f"--resume: {run_dir} "
+                + ("holds a finished run: nothing to resume" if finished else "has no saved state")
+            )
+        for leftover in run_dir.glob(".*.tmp"):  # from a save that a kill cut short
+            leftover.unlink()
+        return
     if run_dir.exists() and not run_dir.is_dir():
         raise EmdaError(f"--out {run_dir}: exists and is not a directory")
     existing = [f for f in RUN_FILES if (run_dir / f).exists()]
@@ -116,6 +129,7 @@ def adapt(
     show_progress: bool = True,
     resolved_config: dict | None = None,
     target_bn: bool = True,
+    resume: bool = False,
 ) -> RunSummary:
     """Train a new model on the labelled source (and unlabelled target) with ``method``.
 
@@ -146,7 +160,7 @@ def adapt(
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = UNet(model_config)
     method.build_heads(model)  # a method's option errors surface before anything is written
-    prepare_run_dir(run_dir, overwrite)
+    prepare_run_dir(run_dir, overwrite, resume)
     src_range = normalization.fit(src_raw)
     src_sampler = PatchSampler(
         src_raw,
@@ -173,10 +187,20 @@ def adapt(
             "target_bn": bool(target_bn and tgt_sampler is not None),
         },
     )
-    _write_config(run_dir, "adapt", resolved_config)
+    if not resume:
+        _write_config(run_dir, "adapt", resolved_config)
     train_target = tgt_sampler if method.uses_target else None
     result = train(
-        model, method, src_sampler, train_target, config, device, run_dir, template, show_progress
+        model,
+        method,
+        src_sampler,
+        train_target,
+        config,
+        device,
+        run_dir,
+        template,
+        show_progress,
+        resume,
     )
     if target_bn and tgt_sampler is not None:
         _recalibrate_on_target(model, tgt_sampler, config, device, run_dir, template)
@@ -248,6 +272,7 @@ def finetune(
     overwrite: bool = False,
     show_progress: bool = True,
     resolved_config: dict | None = None,
+    resume: bool = False,
 ) -> RunSummary:
     """Continue a run's model on ``fraction`` of the target's labelled z-slices."""
     if not 0 < fraction <= 1:
@@ -260,7 +285,7 @@ def finetune(
     assert labels is not None
     if not any(np.any(labels.read(z)) for z in chosen):
         log.warning("the chosen target slices %s contain no foreground", chosen)
-    prepare_run_dir(run_dir, overwrite)
+    prepare_run_dir(run_dir, overwrite, resume)
     tgt_range = ckpt.normalization.fit(raw)
     sampler = PatchSampler(raw, tgt_range, config.patch_size, labels, chosen, config.augmentation())
     model = ckpt.build_model()
@@ -282,9 +307,10 @@ def finetune(
             "target": target.raw,
         },
     )
-    _write_config(run_dir, "finetune", resolved_config)
+    if not resume:
+        _write_config(run_dir, "finetune", resolved_config)
     result = train(
-        model, Supervised(), sampler, None, config, device, run_dir, template, show_progress
+        model, Supervised(), sampler, None, config, device, run_dir, template, show_progress, resume
     )
     _write_curve(run_dir)
     return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)

@@ -1,0 +1,136 @@
+"""Interrupted training: SIGKILL and Ctrl-C at several points, then --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from emda.cli import app
+
+from .conftest import CROPS
+
+ITERATIONS = 120
+ARGS = ["adapt", "--source", str(CROPS / "epfl_train/raw.tif"),
+        "--source-labels", str(CROPS / "epfl_train/labels.tif"),
+        "--target", str(CROPS / "vnc/raw.tif"), "--method", "dann",
+        "--iterations", str(ITERATIONS), "--checkpoint-every", "10", "--batch-size", "2",
+        "--patch-size", "32", "--base-channels", "4", "--device", "cpu",
+        "--threads", "1", "--quiet", "--seed", "3"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _log(run):
+    path = run / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _start_and_stop(run, sig: int, after_lines: int) -> subprocess.Popen:
+    """Start a run in a subprocess and send ``sig`` once ``after_lines`` iterations are logged."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emda", *ARGS, "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(_log(run)) < after_lines:
+        assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
+        assert time.monotonic() < deadline, "run did not progress"
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+def _weights(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = CliRunner().invoke(app, [*ARGS, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return _weights(run)
+
+
+@pytest.mark.parametrize("after_lines", [13, 47, 101])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted, after_lines):
+    run = tmp_path / "run"
+    proc = _start_and_stop(run, signal.SIGKILL, after_lines)
+    assert proc.returncode == -signal.SIGKILL
+    # whatever was on disk at the kill is complete: both files load
+    saved = torch.load(run / "state.pt", weights_only=True)
+    assert saved["iteration"] % 10 == 0 and saved["iteration"] <= len(_log(run))
+    assert _weights(run)["iteration"] == saved["iteration"]
+
+    result = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    final = _weights(run)
+    assert final["iteration"] == ITERATIONS
+    assert [r["iteration"] for r in _log(run)] == list(range(1, ITERATIONS + 1))
+    assert not list(run.glob(".*tmp")) and not (run / "state.pt").exists()
+    for name, value in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], value, msg=name)
+
+
+def test_ctrl_c_saves_the_state_and_says_how_to_resume(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    proc = _start_and_stop(run, signal.SIGINT, 25)
+    _, err = proc.communicate()
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    stopped_at = torch.load(run / "state.pt", weights_only=True)["iteration"]
+    assert stopped_at == len(_log(run))  # stopped cleanly at the end of an iteration
+    result = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    for name, value in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    run = tmp_path / "run"
+    runner = CliRunner()
+    fresh = runner.invoke(app, [*ARGS, "--out", str(run), "--resume"])
+    assert fresh.exit_code == 1 and "has no saved state" in fresh.output
+    _start_and_stop(run, signal.SIGKILL, 25)
+    changed = runner.invoke(app, [*ARGS, "--out", str(run), "--resume", "--lr", "0.01"])
+    assert changed.exit_code == 1 and "different settings (lr: 0.001 then, 0.01 now)" in (
+        changed.output
+    )
+    both = runner.invoke(app, [*ARGS, "--out", str(run), "--resume", "--overwrite"])
+    assert both.exit_code == 1 and "contradict" in both.output
+    assert runner.invoke(app, [*ARGS, "--out", str(run), "--resume"]).exit_code == 0
+    done = runner.invoke(app, [*ARGS, "--out", str(run), "--resume"])
+    assert done.exit_code == 1 and "finished run" in done.output
+
+
+def test_finetune_resumes_too(tmp_path, uninterrupted):
+    base = tmp_path / "base"
+    assert CliRunner().invoke(app, [*ARGS, "--out", str(base), "--iterations", "2"]).exit_code == 0
+    args = [sys.executable, "-m", "emda", "finetune", str(base), "--target",
+            str(CROPS / "vnc/raw.tif"), "--target-labels", str(CROPS / "vnc/labels.tif"),
+            "--iterations", "80", "--checkpoint-every", "5", "--batch-size", "2",
+            "--patch-size", "32", "--device", "cpu", "--threads", "1", "--quiet",
+            "--out", str(tmp_path / "ft")]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while len(_log(tmp_path / "ft")) < 20:
+        assert proc.poll() is None
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [r["iteration"] for r in _log(tmp_path / "ft")] == list(range(1, 81))
