@@ -536,6 +536,14 @@ def predict(
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted prediction: keep the slices it finished.",
+            rich_help_panel="General",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -565,6 +573,7 @@ def predict(
             parse_voxel_size(voxel_size),
             overwrite,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            resume=resume,
         )
     written = ", ".join(p for p in (output, mask) if p)
     console.print(

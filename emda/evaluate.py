@@ -8,9 +8,7 @@ import numpy as np
 
 from emda.errors import EmdaError
 from emda.metrics import Confusion
-from emda.volume import Volume, to_foreground
-
-COMPLETE_ATTR = "emda_complete"
+from emda.volume import COMPLETE_ATTR, Volume, to_foreground
 
 
 @dataclass

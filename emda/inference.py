@@ -9,7 +9,7 @@ outputs with Gaussian (or flat) weights, so tile borders leave no seams.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from enum import Enum
 from functools import lru_cache
 
@@ -160,10 +160,13 @@ class SlidingWindowPredictor:
         return prob[0, 0].cpu().numpy()
 
     def predict_volume(
-        self, volume: Volume, intensity: IntensityRange
+        self, volume: Volume, intensity: IntensityRange, skip: Collection[int] = ()
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (z, probabilities) slice by slice; memory holds one slice at a time."""
+        """Yield (z, probabilities) slice by slice, leaving out the slices in ``skip``;
+        memory holds one slice at a time."""
         for z in range(volume.shape[0]):
+            if z in skip:
+                continue
             block = volume.read(z)
             if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
                 raise EmdaError(f"{volume.path}: slice z={z} contains NaN or Inf values")

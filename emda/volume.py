@@ -9,6 +9,7 @@ A 2D image is a volume with z = 1. Addresses look like ``raw.tif``,
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -304,13 +305,23 @@ def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--outp
         raise EmdaError(f"{option} {path}: directory {parent} does not exist")
 
 
+PARTIAL_SUFFIX = ".emda-partial"
+DONE_NAME = "emda_done.txt"
+JOB_ATTR = "emda_job"
+COMPLETE_ATTR = "emda_complete"
+
+
 class VolumeWriter:
     """Write a volume slice by slice; it appears at ``path`` only when complete.
 
-    Data goes to a temporary sibling first and is renamed into place by
-    :meth:`commit`, so an interrupted write never leaves a half-written output
-    under the final name. Use as a context manager: leaving the block with an
-    exception deletes the temporary data.
+    Slices go to a partial zarr array next to the output (``out.emda-partial.zarr``
+    for ``out.zarr``, ``out.tif.emda-partial.zarr`` for ``out.tif``) and every
+    finished slice is recorded in it. :meth:`commit` turns the partial array into the
+    output (rename for zarr, one TIFF write otherwise), so an interrupted write never
+    leaves anything under the final name. An interrupted writer keeps its partial
+    array; a new writer for the same ``job`` with ``resume`` reopens it and
+    :attr:`done` lists the slices it need not write again. A partial array made for
+    another job is never reused.
     """
 
     def __init__(
@@ -322,46 +333,76 @@ class VolumeWriter:
         overwrite: bool = False,
         chunks: tuple[int, int, int] | None = None,
         attrs: dict | None = None,
+        job: dict | None = None,
+        resume: bool = False,
     ) -> None:
         check_output(path, overwrite)
         self.path = Path(path)
         self.store, self.key = split_address(path)
-        self.shape = shape
+        self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.voxel_size = voxel_size
         self.attrs = dict(attrs or {})
-        self._tag = f".emda-tmp-{uuid.uuid4().hex[:8]}"
-        if is_zarr(self.store):
-            self._zarr = self._create_zarr(chunks)
-            self._buffer = None
+        self.job = json.loads(json.dumps(job or {}))  # as it reads back from JSON
+        self.tiff = not is_zarr(self.store)
+        if self.tiff:
+            self._final = self.store
+            self.partial = self.store.with_name(self.store.name + PARTIAL_SUFFIX + ".zarr")
         else:
-            self._zarr = None
-            self._buffer = np.zeros(shape, self.dtype)
+            self._final = self.store / self.key if self.key else self.store
+            # stays a readable zarr address: out.zarr -> out.emda-partial.zarr, g.zarr/p -> p.…
+            name = self._final.name
+            name = (f"{self._final.stem}{PARTIAL_SUFFIX}{self._final.suffix}" if not self.key
+                    else name + PARTIAL_SUFFIX)  # fmt: skip
+            self.partial = self._final.with_name(name)
+        self.done: set[int] = set()
+        if self.partial.exists():
+            if resume and self._same_job():
+                self._array = self._open_partial()
+                self.done = self._read_done()
+                return
+            if resume:
+                raise EmdaError(
+                    f"{self.path}: the interrupted output {self.partial} was made with other "
+                    "settings or inputs; pass --overwrite to start over"
+                )
+            if not overwrite:
+                raise EmdaError(
+                    f"{self.path}: an interrupted output exists ({self.partial}); pass "
+                    "--resume to continue it or --overwrite to start over"
+                )
+            _remove(self.partial)
+        self._array = self._create_partial(chunks)
 
-    # zarr: write into a temporary array directory, rename it into place on commit
-    def _create_zarr(self, chunks):
+    def _same_job(self) -> bool:
+        try:
+            attrs = dict(self._open_partial().attrs)
+        except Exception:
+            return False
+        return attrs.get(JOB_ATTR) == self.job and tuple(attrs.get("shape", ())) == self.shape
+
+    def _open_partial(self):
         import zarr
 
-        self._final = self.store / self.key if self.key else self.store
-        self._tmp = self._final.with_name(self._final.name + self._tag)
-        if self.key:
+        return zarr.open_array(str(self.partial), mode="r+")
+
+    def _create_partial(self, chunks):
+        import zarr
+
+        fmt = 3
+        if self.key:  # keep the format of the group the output goes into
             parent = self._final.parent
-            fmt = 3
-            if not parent.exists() or not any(
-                (parent / m).exists() for m in ("zarr.json", ".zgroup")
-            ):
+            if parent.exists() and (parent / ".zgroup").exists():
+                fmt = 2
+            elif not parent.exists() or not (parent / "zarr.json").exists():
                 zarr.open_group(str(parent), mode="a", zarr_format=3)
-            else:
-                fmt = 2 if (parent / ".zgroup").exists() else 3
-        else:
-            fmt = 3
         _, y, x = self.shape
         chunks = chunks or (1, min(y, 1024), min(x, 1024))
-        attrs = dict(self.attrs)
+        attrs = {**self.attrs, COMPLETE_ATTR: False, JOB_ATTR: self.job, "shape": self.shape}
         if self.voxel_size is not None:
             attrs["voxel_size"] = list(self.voxel_size)
         return zarr.create_array(
-            store=str(self._tmp),
+            store=str(self.partial),
             shape=self.shape,
             chunks=chunks,
             dtype=self.dtype,
@@ -370,21 +411,47 @@ class VolumeWriter:
             **({"dimension_names": ["z", "y", "x"]} if fmt == 3 else {}),
         )
 
+    def _read_done(self) -> set[int]:
+        path = self.partial / DONE_NAME
+        if not path.exists():
+            return set()
+        # a kill during an append can leave a cut-off last line: only whole lines count
+        text = path.read_text()
+        lines = text.split("\n") if text.endswith("\n") else text.split("\n")[:-1]
+        return {int(line) for line in lines if line.strip().isdigit()}
+
     def write(self, z: int | slice, block: np.ndarray) -> None:
-        if self._zarr is not None:
-            self._zarr[z] = block
-        else:
-            self._buffer[z] = block
+        self._array[z] = block
+
+    def mark_done(self, z: int) -> None:
+        """Record slice ``z`` as written (after :meth:`write` returned)."""
+        with open(self.partial / DONE_NAME, "a") as fh:
+            fh.write(f"{z}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done.add(z)
 
     def commit(self) -> None:
-        if self._zarr is not None:
-            if self._final.exists():
-                _remove(self._final)
-            os.replace(self._tmp, self._final)
+        if self.tiff:
+            self._commit_tiff()
+            _remove(self.partial)
             return
+        attrs = dict(self._array.attrs)
+        for name in (JOB_ATTR, "shape"):
+            attrs.pop(name, None)
+        attrs[COMPLETE_ATTR] = True
+        self._array.attrs.put(attrs)
+        done = self.partial / DONE_NAME
+        if done.exists():
+            done.unlink()
+        if self._final.exists():
+            _remove(self._final)
+        os.replace(self.partial, self._final)
+
+    def _commit_tiff(self) -> None:
         import tifffile
 
-        tmp = self.store.with_name(self.store.name + self._tag)
+        tmp = self.store.with_name(self.store.name + f".emda-tmp-{uuid.uuid4().hex[:8]}")
         kwargs: dict[str, Any] = {"compression": "zlib"}
         if self.voxel_size is not None:
             vz, vy, vx = self.voxel_size
@@ -395,7 +462,7 @@ class VolumeWriter:
         try:
             with open(tmp, "wb") as fh:
                 tifffile.imwrite(
-                    fh, self._buffer, imagej=_imagej_ok(self.dtype), metadata=meta, **kwargs
+                    fh, self._array[:], imagej=_imagej_ok(self.dtype), metadata=meta, **kwargs
                 )
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -405,8 +472,10 @@ class VolumeWriter:
                 tmp.unlink()
 
     def abort(self) -> None:
-        if self._zarr is not None and self._tmp.exists():
-            _remove(self._tmp)
+        """Drop the partial output unless some slice of it is finished (then keep it for
+        ``resume``)."""
+        if not self.done and self.partial.exists():
+            _remove(self.partial)
 
     def __enter__(self) -> VolumeWriter:
         return self

@@ -14,7 +14,7 @@ from emda import __version__
 from emda.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.errors import EmdaError
-from emda.evaluate import COMPLETE_ATTR, Evaluation, evaluate, parse_z_range
+from emda.evaluate import Evaluation, evaluate, parse_z_range
 from emda.inference import BlendMode, SlidingWindowPredictor
 from emda.method import Method, Supervised
 from emda.model import UNet, UNetConfig
@@ -23,7 +23,15 @@ from emda.options import options_to_dict, parse_options
 from emda.plots import training_curve
 from emda.registry import load_registry
 from emda.sampling import Augmentation, PatchSampler, choose_slices
-from emda.train import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, TrainConfig, read_log, train
+from emda.train import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    STATE_NAME,
+    Interrupted,
+    TrainConfig,
+    read_log,
+    train,
+)
 from emda.volume import (
     Volume,
     VolumeWriter,
@@ -333,8 +341,13 @@ def predict(
     voxel_size: tuple[float, float, float] | None = None,
     overwrite: bool = False,
     progress=None,
+    resume: bool = False,
 ) -> dict:
-    """Write foreground probabilities and/or a mask for every slice of a volume."""
+    """Write foreground probabilities and/or a mask for every slice of a volume.
+
+    With ``resume``, slices an interrupted run of the same command finished are kept and
+    not predicted again; the output is the same as an uninterrupted run's.
+    """
     if output is None and mask is None:
         raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
     if not 0 <= threshold <= 1:
@@ -348,6 +361,8 @@ def predict(
     for path, option in ((output, "--output"), (mask, "--mask")):
         if path:
             check_output(path, overwrite, option)
+    if resume and overwrite:
+        raise EmdaError("--resume and --overwrite contradict each other: choose one")
     model = ckpt.build_model()
     predictor = SlidingWindowPredictor(model, device, tile_size, overlap, batch_size, blend)
     intensity = (
@@ -356,38 +371,44 @@ def predict(
         else ckpt.source_range
     )
     voxel = volume.voxel_size
+    # what makes two runs of this command produce the same output (resume checks it)
+    ckpt_file = (
+        Path(checkpoint) / CHECKPOINT_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
+    )
+    stat = ckpt_file.stat()
+    job = {
+        "checkpoint": str(ckpt_file.resolve()),
+        "checkpoint_size_mtime": [stat.st_size, stat.st_mtime_ns],
+        "input": str(Path(split_address(input_path)[0]).resolve()),
+        "key": key,
+        "shape": list(volume.shape),
+        "tile_size": tile_size,
+        "overlap": overlap,
+        "blend": str(BlendMode(blend).value),
+        "intensity": [intensity.low, intensity.high],
+    }
     writers = []
-    if output:
-        writers.append(
-            (
-                "prob",
-                VolumeWriter(
-                    output,
-                    volume.shape,
-                    prob_dtype,
-                    voxel,
-                    overwrite,
-                    attrs={"emda_kind": "probability", COMPLETE_ATTR: True},
-                ),
-            )
-        )
-    if mask:
-        writers.append(
-            (
-                "mask",
-                VolumeWriter(
-                    mask,
-                    volume.shape,
-                    "uint8",
-                    voxel,
-                    overwrite,
-                    attrs={"emda_kind": "mask", COMPLETE_ATTR: True},
-                ),
-            )
-        )
+    try:
+        if output:
+            attrs = {"emda_kind": "probability"}
+            job_prob = {**job, "prob_dtype": prob_dtype}
+            writers.append(("prob", VolumeWriter(output, volume.shape, prob_dtype, voxel,
+                                                 overwrite, attrs=attrs, job=job_prob,
+                                                 resume=resume)))  # fmt: skip
+        if mask:
+            attrs = {"emda_kind": "mask"}
+            job_mask = {**job, "threshold": threshold}
+            writers.append(("mask", VolumeWriter(mask, volume.shape, "uint8", voxel, overwrite,
+                                                 attrs=attrs, job=job_mask,
+                                                 resume=resume)))  # fmt: skip
+    except BaseException:
+        for _, writer in writers:
+            writer.abort()
+        raise
+    skip = set.intersection(*(w.done for _, w in writers))
     start = time.perf_counter()
     try:
-        for z, prob in predictor.predict_volume(volume, intensity):
+        for z, prob in predictor.predict_volume(volume, intensity, skip=skip):
             for kind, writer in writers:
                 if kind == "mask":
                     writer.write(z, (prob >= threshold).astype(np.uint8))
@@ -395,10 +416,21 @@ def predict(
                     writer.write(z, np.round(prob * 255).astype(np.uint8))
                 else:
                     writer.write(z, prob.astype(np.float32))
+            for _, writer in writers:
+                writer.mark_done(z)
             if progress is not None:
                 progress(z + 1, volume.shape[0])
         for _, writer in writers:
             writer.commit()
+    except KeyboardInterrupt:
+        for _, writer in writers:
+            writer.abort()
+        kept = [str(w.partial) for _, w in writers if w.partial.exists()]
+        raise Interrupted(
+            "interrupted; "
+            + (f"finished slices are kept in {', '.join(kept)}: " if kept else "")
+            + "rerun the same command with --resume to continue"
+        ) from None
     except BaseException:
         for _, writer in writers:
             writer.abort()
