@@ -299,6 +299,8 @@ def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--outp
         raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
     parent = store.parent if not key else store if store.exists() else store.parent
     parent = parent if str(parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise EmdaError(f"{option} {path}: {parent} is not a directory")
     if parent.exists() and not os.access(parent, os.W_OK):
         raise EmdaError(f"{option} {path}: directory {parent} is not writable")
     if not parent.exists():
@@ -471,10 +473,10 @@ class VolumeWriter:
             if tmp.exists():
                 tmp.unlink()
 
-    def abort(self) -> None:
-        """Drop the partial output unless some slice of it is finished (then keep it for
-        ``resume``)."""
-        if not self.done and self.partial.exists():
+    def abort(self, keep: bool = True) -> None:
+        """Drop the partial output, unless ``keep`` and some slice of it is finished (then
+        it stays for ``resume``)."""
+        if not (keep and self.done) and self.partial.exists():
             _remove(self.partial)
 
     def __enter__(self) -> VolumeWriter:

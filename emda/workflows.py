@@ -431,9 +431,10 @@ def predict(
             + (f"finished slices are kept in {', '.join(kept)}: " if kept else "")
             + "rerun the same command with --resume to continue"
         ) from None
-    except BaseException:
+    except BaseException as exc:
+        # bad input: the partial output is of no use; a crash: keep it to resume
         for _, writer in writers:
-            writer.abort()
+            writer.abort(keep=not isinstance(exc, EmdaError))
         raise
     seconds = time.perf_counter() - start
     return {

@@ -1,0 +1,236 @@
+"""The bad-input matrix: every case ends in one clear line (or a usage error), the right
+exit status, no traceback, and nothing created or changed. docs/errors.md is generated
+from this table: ``python -m tests.test_error_matrix > docs/errors.md``."""
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from .conftest import CROPS, REPO, adapt_on_crops
+
+
+@dataclass(frozen=True)
+class Case:
+    situation: str
+    command: str  # {run}: a trained run, {d}: the bad files, {c}: bundled crops, {o}: empty dir
+    exit_code: int  # 0: works; 1: error line; 2: usage error
+    message: str  # what the output must contain
+
+
+ADAPT = "adapt --out {o}/run --iterations 1 --batch-size 2 --patch-size 64 --base-channels 4"
+SRC = "--source {c}/epfl_train/raw.tif --source-labels {c}/epfl_train/labels.tif"
+TGT = "--target {c}/vnc/raw.tif"
+PRED = "predict {run}"
+OUT = "--output {o}/p.tif"
+FT = ("finetune {run} --target {c}/vnc/raw.tif --target-labels {c}/vnc/labels.tif "
+      "--out {o}/ft --iterations 1 --batch-size 2 --patch-size 64")  # fmt: skip
+
+CASES = [
+    # --- input volumes
+    Case("input file missing", f"{PRED} {{d}}/missing.tif {OUT}", 1, "missing.tif: no such file"),
+    Case("unsupported extension", f"{PRED} {{d}}/notes.txt {OUT}", 1,
+         "notes.txt: unsupported file type '.txt'"),
+    Case("truncated TIFF", f"{PRED} {{d}}/trunc.tif {OUT}", 1, "trunc.tif: not a readable TIFF"),
+    Case("corrupted TIFF (not a TIFF inside)", f"{PRED} {{d}}/garbage.tif {OUT}", 1,
+         "garbage.tif: not a readable TIFF"),
+    Case("zarr path with no array there", f"{PRED} {{d}}/grp.zarr/nope {OUT}", 1,
+         "key 'nope' in"),
+    Case("zarr wrong --key", f"{PRED} {{d}}/grp.zarr --key nope {OUT}", 1, "key 'nope' in"),
+    Case("zarr group without a key", f"{PRED} {{d}}/grp.zarr {OUT}", 1, "raw"),
+    Case("empty (0-size) volume", f"{PRED} {{d}}/empty.tif {OUT}", 1, "volume is empty"),
+    Case("NaN/Inf in float input", f"{PRED} {{d}}/nan.tif {OUT}", 1,
+         "nan.tif: slice z=1 contains NaN or Inf"),
+    Case("uint16 raw (normalised by percentiles)", f"{PRED} {{d}}/u16.tif {OUT}", 0, ""),
+    Case("float32 raw (normalised by percentiles)", f"{PRED} {{d}}/f32.tif {OUT}", 0, ""),
+    Case("2D image where a volume is expected (z = 1)", f"{PRED} {{d}}/twod.tif {OUT}", 0, ""),
+    Case("volume smaller than the tile (mirror-padded)", f"{PRED} {{d}}/tiny.tif {OUT}", 0, ""),
+    Case("volume smaller than the patch (mirror-padded)",
+         f"{ADAPT} --source {{d}}/tiny.tif --source-labels {{d}}/tinylab.tif --method ft", 0, ""),
+    # --- labels
+    Case("raw and labels of different shapes",
+         f"{ADAPT} --source {{c}}/vnc/raw.tif --source-labels {{d}}/labsmall.tif", 1,
+         "labsmall.tif: label shape"),
+    Case("labels with more than two values, no --foreground",
+         f"{ADAPT} --source {{c}}/vnc/raw.tif --source-labels {{d}}/lab3.tif", 1,
+         "lab3.tif: labels hold values"),
+    Case("labels without foreground, for training",
+         f"{ADAPT} --source {{c}}/vnc/raw.tif --source-labels {{d}}/labnone.tif", 1,
+         "no foreground voxels"),
+    Case("labels without foreground, for evaluation (fine: IoU of nothing)",
+         "evaluate {d}/prob.tif --labels {d}/labnone.tif", 0, ""),
+    Case("evaluate prediction and labels of different shapes",
+         "evaluate {d}/prob.tif --labels {d}/labsmall.tif", 1, "shape"),
+    # --- outputs
+    Case("output already exists", f"{PRED} {{d}}/tiny.tif --output {{d}}/existing.tif", 1,
+         "already exists (pass --overwrite"),
+    Case("output directory does not exist", f"{PRED} {{d}}/tiny.tif --output {{o}}/no/p.tif", 1,
+         "does not exist"),
+    Case("output under a file, not a directory",
+         f"{PRED} {{d}}/tiny.tif --output {{d}}/notes.txt/p.tif", 1, "is not a directory"),
+    Case("unsupported output type", f"{PRED} {{d}}/tiny.tif --output {{o}}/p.png", 1,
+         "unsupported output type"),
+    Case("run directory already holds a run", f"{ADAPT} {SRC}".replace("{o}/run", "{run}"), 1,
+         "already holds a run"),
+    # --- checkpoints
+    Case("checkpoint that is not a checkpoint (random bytes)",
+         f"predict {{d}}/garbage.pt {{d}}/tiny.tif {OUT}", 1, "garbage.pt: "),
+    Case("truncated checkpoint", f"predict {{d}}/truncated.pt {{d}}/tiny.tif {OUT}", 1,
+         "corrupted or truncated checkpoint"),
+    Case("checkpoint from an incompatible format version",
+         f"predict {{d}}/future.pt {{d}}/tiny.tif {OUT}", 1, "cannot be read by emda"),
+    Case("torch file that is not an emda checkpoint",
+         f"predict {{d}}/plain.pt {{d}}/tiny.tif {OUT}", 1, "not an emda checkpoint"),
+    Case("checkpoint whose pickle would run code", f"predict {{d}}/evil.pt {{d}}/tiny.tif {OUT}",
+         1, "refused to load"),
+    Case("run directory without a checkpoint", f"predict {{o}} {{d}}/tiny.tif {OUT}", 1,
+         "no such checkpoint"),
+    # --- methods and options
+    Case("unknown method", f"{ADAPT} {SRC} --method nosuch", 1, "--method nosuch: unknown method"),
+    Case("unknown --opt", f"{ADAPT} {SRC} {TGT} --method mmd --opt nosuch=1", 1, "nosuch"),
+    Case("ill-typed --opt", f"{ADAPT} {SRC} {TGT} --method mmd --opt samples=many", 1, "samples"),
+    Case("method needs a target that is not given", f"{ADAPT} {SRC} --method mmd", 1,
+         "--target is required"),
+    Case("--fraction 0", f"{FT} --fraction 0", 1, "--fraction 0.0: must be in (0, 1]"),
+    Case("--fraction above 1", f"{FT} --fraction 1.5", 1, "--fraction 1.5: must be in (0, 1]"),
+    Case("zero iterations", f"{ADAPT} {SRC} --iterations 0", 1, "--iterations must be positive"),
+    Case("negative batch size", f"{ADAPT} {SRC} --batch-size -2", 1,
+         "--batch-size must be positive"),
+    Case("patch size not a multiple of 2^depth", f"{ADAPT} {SRC} --patch-size 50", 1,
+         "--patch-size 50: must be a multiple of 16"),
+    Case("negative augmentation amplitude", f"{ADAPT} {SRC} --noise -1", 1, "--noise must be >= 0"),
+    Case("tile size zero", f"{PRED} {{d}}/tiny.tif {OUT} --tile-size 0", 1, "tile"),
+    Case("overlap >= 1", f"{PRED} {{d}}/tiny.tif {OUT} --overlap 1", 1, "overlap"),
+    Case("threshold outside [0, 1]", f"{PRED} {{d}}/tiny.tif {OUT} --mask {{o}}/m.tif "
+         "--threshold 1.5", 1, "--threshold 1.5: must be in [0, 1]"),
+    Case("evaluate threshold outside [0, 1]",
+         "evaluate {d}/prob.tif --labels {d}/labnone.tif --threshold -1", 1, "threshold"),
+    Case("bad --voxel-size", f"{PRED} {{d}}/tiny.tif {OUT} --voxel-size 5,-1,2", 1,
+         "--voxel-size"),
+    Case("--resume together with --overwrite", f"{PRED} {{d}}/tiny.tif {OUT} --resume --overwrite",
+         1, "contradict"),
+    Case("option of the wrong type (typer)", f"{ADAPT} {SRC} --iterations many", 2,
+         "Invalid value"),
+    Case("unknown dataset to fetch", "data fetch nosuch --to {o}", 2, "unknown dataset nosuch"),
+]  # fmt: skip
+if not torch.cuda.is_available():
+    CASES.append(Case("--device cuda without a GPU", f"{PRED} {{d}}/tiny.tif {OUT} --device cuda",
+                      1, "cuda"))  # fmt: skip
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    raw = tifffile.imread(CROPS / "vnc/raw.tif")
+    lab = (tifffile.imread(CROPS / "vnc/labels.tif") > 0).astype(np.uint8)
+    tifffile.imwrite(d / "full.tif", raw)
+    data = (d / "full.tif").read_bytes()
+    (d / "trunc.tif").write_bytes(data[: len(data) // 2])
+    (d / "garbage.tif").write_bytes(b"not a tiff at all")
+    (d / "notes.txt").write_text("x")
+    (d / "existing.tif").write_bytes(data)
+    tifffile.imwrite(d / "lab3.tif", lab + (np.arange(lab.size).reshape(lab.shape) % 3 == 0) * 2)
+    tifffile.imwrite(d / "labnone.tif", np.zeros_like(lab))
+    tifffile.imwrite(d / "labsmall.tif", lab[:, :100, :100])
+    tifffile.imwrite(d / "prob.tif", np.zeros_like(lab))
+    tifffile.imwrite(d / "empty.tif", np.zeros((0, 10, 10), np.uint8))
+    tifffile.imwrite(d / "tiny.tif", raw[:2, :50, :50])
+    tifffile.imwrite(d / "tinylab.tif", lab[:2, :50, :50] | (np.eye(50, dtype=np.uint8)[None]))
+    f = raw.astype(np.float32)
+    f[1, 5, 5] = np.nan
+    tifffile.imwrite(d / "nan.tif", f[:3], photometric="minisblack")
+    tifffile.imwrite(d / "u16.tif", raw[:2].astype(np.uint16) * 200)
+    tifffile.imwrite(d / "f32.tif", raw[:2].astype(np.float32) / 255)
+    tifffile.imwrite(d / "twod.tif", raw[0])
+    zarr.open_group(str(d / "grp.zarr"), mode="w").create_array("raw", data=raw[:2])
+    (d / "garbage.pt").write_bytes(b"hello, not a checkpoint")
+    run = d / "run"
+    assert adapt_on_crops(run, "--iterations", "1").exit_code == 0
+    ckpt = (run / "checkpoint.pt").read_bytes()
+    (d / "truncated.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    future = torch.load(run / "checkpoint.pt", weights_only=True)
+    future["format_version"] = 99
+    torch.save(future, d / "future.pt")
+    torch.save({"a": torch.zeros(1)}, d / "plain.pt")
+    torch.save({"format": "emda-checkpoint", "x": Evil()}, d / "evil.pt")
+    return d
+
+
+def _snapshot(d: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.situation for c in CASES])
+def test_bad_input(case, files, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    monkeypatch.delenv("EMDA_DEBUG", raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = shlex.split(case.command.format(run=files / "run", d=files, c=CROPS, o=out))
+    before = _snapshot(files)
+    result = CliRunner().invoke(app, args)
+    text = result.output
+    assert result.exit_code == case.exit_code, text
+    assert "Traceback" not in text
+    assert case.message in " ".join(text.split()), text
+    if case.exit_code == 1:
+        errors = [line for line in text.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and case.message in errors[0], text
+    if case.exit_code:
+        assert list(out.iterdir()) == [], "an error left files behind"
+    assert _snapshot(files) == before, "an input or existing file was changed"
+
+
+def render() -> str:
+    lines = [
+        "# What emda says when the input is wrong",
+        "",
+        "Generated from `tests/test_error_matrix.py`, which runs every row "
+        "(`python -m tests.test_error_matrix > docs/errors.md` regenerates this page). "
+        "In every error case emda prints one line starting with `error:` (or a typer usage "
+        "message, exit status 2), exits non-zero, shows no traceback (set `EMDA_DEBUG=1` "
+        "for one) and leaves no file created or changed.",
+        "",
+        "| situation | command (abridged) | exit | emda says (contains) |",
+        "|---|---|---|---|",
+    ]
+    for c in CASES:
+        short = c.command.replace(ADAPT, "adapt …").replace(SRC, "--source … --source-labels …")
+        short = short.replace(FT, "finetune {run} …").replace(OUT, "--output …")
+        message = f"`{c.message}`" if c.message else "works"
+        lines.append(f"| {c.situation} | `emda {short}` | {c.exit_code} | {message} |")
+    lines += [
+        "",
+        "Covered by other tests: a plugin raising at import or at registration "
+        "(`tests/test_registry.py`: reported by plugin name, other methods keep working), "
+        "`--resume` with changed settings, on a finished run or with nothing saved "
+        "(`tests/test_resume.py`, `tests/test_predict_resume.py`), an unknown setting in a "
+        "`--config` file (`tests/test_cli.py`), a corrupt or missing file in `emda data "
+        "fetch` (`tests/test_datasets.py`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def test_docs_errors_md_is_generated_from_this_table():
+    assert (REPO / "docs" / "errors.md").read_text() == render(), (
+        "regenerate: python -m tests.test_error_matrix > docs/errors.md"
+    )
+
+
+if __name__ == "__main__":
+    print(render(), end="")
