@@ -195,6 +195,24 @@ def test_bad_input(case, files, tmp_path, monkeypatch):
     assert _snapshot(files) == before, "an input or existing file was changed"
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only directories")
+def test_output_directory_not_writable(files, tmp_path):
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = CliRunner().invoke(app, ["predict", str(files / "run"), str(files / "tiny.tif"),
+                                          "--output", str(locked / "p.tif")])  # fmt: skip
+        assert result.exit_code == 1 and "is not writable" in result.output
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
 def render() -> str:
     lines = [
         "# What emda says when the input is wrong",
@@ -215,8 +233,10 @@ def render() -> str:
         lines.append(f"| {c.situation} | `emda {short}` | {c.exit_code} | {message} |")
     lines += [
         "",
-        "Covered by other tests: a plugin raising at import or at registration "
-        "(`tests/test_registry.py`: reported by plugin name, other methods keep working), "
+        "Covered by other tests: an output directory that is not writable (this file; "
+        "skipped when run as root, who may write anywhere), a plugin raising at import or "
+        "at registration (`tests/test_registry.py`: reported by plugin name, other "
+        "methods keep working), "
         "`--resume` with changed settings, on a finished run or with nothing saved "
         "(`tests/test_resume.py`, `tests/test_predict_resume.py`), an unknown setting in a "
         "`--config` file (`tests/test_cli.py`), a corrupt or missing file in `emda data "

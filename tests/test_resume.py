@@ -76,6 +76,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupte
     assert saved["iteration"] % 10 == 0 and saved["iteration"] <= len(_log(run))
     assert _weights(run)["iteration"] == saved["iteration"]
 
+    (run / ".checkpoint.pt.0badf00d.tmp").write_bytes(b"half")  # as a kill mid-save leaves
     result = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
     assert result.exit_code == 0, result.output
     final = _weights(run)
