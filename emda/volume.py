@@ -463,9 +463,11 @@ class VolumeWriter:
             meta = {"axes": "ZYX"}
         try:
             with open(tmp, "wb") as fh:
-                tifffile.imwrite(
-                    fh, self._array[:], imagej=_imagej_ok(self.dtype), metadata=meta, **kwargs
-                )
+                # page by page from the partial array: memory holds one slice, not the volume
+                pages = (self._array[z] for z in range(self.shape[0]))
+                tifffile.imwrite(fh, data=pages, shape=self.shape, dtype=self.dtype,
+                                 imagej=_imagej_ok(self.dtype), metadata=meta,
+                                 **kwargs)  # fmt: skip
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.store)
