@@ -536,6 +536,13 @@ def predict(
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Average over the 8 flips/rotations of each tile: 8x the time, same memory.",
+        ),
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option(
@@ -574,6 +581,7 @@ def predict(
             overwrite,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             resume=resume,
+            tta=tta,
         )
     written = ", ".join(p for p in (output, mask) if p)
     console.print(

@@ -342,6 +342,7 @@ def predict(
     overwrite: bool = False,
     progress=None,
     resume: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Write foreground probabilities and/or a mask for every slice of a volume.
 
@@ -364,7 +365,9 @@ def predict(
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
     model = ckpt.build_model()
-    predictor = SlidingWindowPredictor(model, device, tile_size, overlap, batch_size, blend)
+    predictor = SlidingWindowPredictor(
+        model, device, tile_size, overlap, batch_size, blend, tta=tta
+    )
     intensity = (
         ckpt.normalization.fit(volume)
         if NormalizeMode(normalize) is NormalizeMode.volume
@@ -385,6 +388,7 @@ def predict(
         "tile_size": tile_size,
         "overlap": overlap,
         "blend": str(BlendMode(blend).value),
+        "tta": tta,
         "intensity": [intensity.low, intensity.high],
     }
     writers = []

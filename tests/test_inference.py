@@ -61,3 +61,24 @@ def test_bad_window_settings_are_errors(tile, overlap, batch, msg):
     model = UNet(UNetConfig(base_channels=4, depth=2))
     with pytest.raises(EmdaError, match=msg):
         SlidingWindowPredictor(model, torch.device("cpu"), tile, overlap, batch)
+
+
+def test_tta_output_is_invariant_to_flipping_and_rotating_the_input():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=2)).eval()
+    tta = SlidingWindowPredictor(model, torch.device("cpu"), 32, 0.25, 4, tta=True)
+    plain = SlidingWindowPredictor(model, torch.device("cpu"), 32, 0.25, 4)
+    image = np.random.default_rng(2).random((48, 48)).astype(np.float32)
+    out = tta.predict_slice(image)
+    np.testing.assert_allclose(tta.predict_slice(image[:, ::-1])[:, ::-1], out, atol=1e-5)
+    np.testing.assert_allclose(np.rot90(tta.predict_slice(np.rot90(image).copy()), -1), out,
+                               atol=1e-5)  # fmt: skip
+    assert not np.allclose(plain.predict_slice(image), out, atol=1e-3)  # it does something
+
+
+def test_tta_of_a_pointwise_model_changes_nothing():
+    from emda.inference import dihedral_average
+
+    image = torch.rand(1, 1, 40, 56)
+    out = sliding_window_inference(image, dihedral_average(torch.sigmoid), 32, 0.25, 3)
+    torch.testing.assert_close(out, torch.sigmoid(image))
