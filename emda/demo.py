@@ -55,11 +55,13 @@ def run_demo(
     for name in DEMO_METHODS:
         console.rule(f"[bold]{name}: adapt EPFL -> VNC ({iterations} iterations)")
         run_dir = out / f"run_{name}"
+        method = resolve_method(name, [])
         summary = adapt(
             source,
-            VolumeSpec(target_raw),
+            # ft stays the source-only baseline; the others adapt (and end with target BN)
+            VolumeSpec(target_raw) if method.uses_target else None,
             run_dir,
-            resolve_method(name, []),
+            method,
             config,
             UNetConfig(),
             Normalization(),
