@@ -11,8 +11,6 @@ import functools
 import json
 import math
 import os
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from torch import nn
 
 from emda.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
 from emda.errors import EmdaError
+from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.method import Batch, Method, TrainStep
 from emda.sampling import Augmentation, PatchSampler
 
@@ -305,33 +304,6 @@ def _truncate_log(run_dir: Path, iteration: int) -> float:
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, path)
     return float(kept[-1]["seconds"]) if kept else 0.0
-
-
-class Interrupted(EmdaError):
-    exit_code = 130  # the shell's convention for a SIGINT
-
-
-class StopOnInterrupt:
-    """The first Ctrl-C asks the loop to stop after the current iteration (so that the
-    saved state is consistent); a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _format_terms(record: dict) -> str:

@@ -16,6 +16,7 @@ from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.errors import EmdaError
 from emda.evaluate import Evaluation, evaluate, parse_z_range
 from emda.inference import BlendMode, SlidingWindowPredictor
+from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.method import Method, Supervised
 from emda.model import UNet, UNetConfig
 from emda.normalization import Normalization, NormalizeMode
@@ -27,7 +28,6 @@ from emda.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
     STATE_NAME,
-    Interrupted,
     TrainConfig,
     read_log,
     train,
@@ -412,20 +412,23 @@ def predict(
     skip = set.intersection(*(w.done for _, w in writers))
     start = time.perf_counter()
     try:
-        for z, prob in predictor.predict_volume(volume, intensity, skip=skip):
-            for kind, writer in writers:
-                if kind == "mask":
-                    writer.write(z, (prob >= threshold).astype(np.uint8))
-                elif prob_dtype == "uint8":
-                    writer.write(z, np.round(prob * 255).astype(np.uint8))
-                else:
-                    writer.write(z, prob.astype(np.float32))
+        with StopOnInterrupt() as stop:
+            for z, prob in predictor.predict_volume(volume, intensity, skip=skip):
+                for kind, writer in writers:
+                    if kind == "mask":
+                        writer.write(z, (prob >= threshold).astype(np.uint8))
+                    elif prob_dtype == "uint8":
+                        writer.write(z, np.round(prob * 255).astype(np.uint8))
+                    else:
+                        writer.write(z, prob.astype(np.float32))
+                for _, writer in writers:
+                    writer.mark_done(z)
+                if progress is not None:
+                    progress(z + 1, volume.shape[0])
+                if stop.requested:  # Ctrl-C: stop between slices, with every finished one kept
+                    raise KeyboardInterrupt
             for _, writer in writers:
-                writer.mark_done(z)
-            if progress is not None:
-                progress(z + 1, volume.shape[0])
-        for _, writer in writers:
-            writer.commit()
+                writer.commit()
     except KeyboardInterrupt:
         for _, writer in writers:
             writer.abort()
