@@ -45,7 +45,6 @@ def recalibrate_batchnorm(
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average: every batch counts the same
     rng = np.random.default_rng(seed)
-    was_training = model.training
     model.to(device).train()
     try:
         for _ in range(batches):
@@ -54,6 +53,5 @@ def recalibrate_batchnorm(
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-        model.train(was_training)
-    model.eval()
+        model.eval()
     return len(layers)

@@ -13,8 +13,9 @@ class Interrupted(EmdaError):
 
 
 class StopOnInterrupt:
-    """The first Ctrl-C asks the loop to stop after the current iteration (so that the
-    saved state is consistent); a second one interrupts at once."""
+    """The first Ctrl-C asks the loop to stop after its current step (a training
+    iteration, a predicted slice), so that what is saved is consistent; a second one
+    interrupts at once."""
 
     def __init__(self) -> None:
         self.requested = False

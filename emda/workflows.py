@@ -211,7 +211,7 @@ def adapt(
         resume,
     )
     if target_bn and tgt_sampler is not None:
-        _recalibrate_on_target(model, tgt_sampler, config, device, run_dir, template)
+        _recalibrate_on_target(model, tgt_raw, tgt_range, tgt_z, config, device, run_dir, template)
     _write_curve(run_dir)
     return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
 
@@ -241,7 +241,6 @@ def recalibrate(
         seed=int(training.get("seed", 0)),
     )
     intensity = ckpt.normalization.fit(raw)
-    sampler = PatchSampler(raw, intensity, config.patch_size, None, zs, Augmentation())
     model = ckpt.build_model()
     ckpt.training = {
         "command": "recalibrate",
@@ -253,18 +252,16 @@ def recalibrate(
         "emda_version": __version__,
         "target_bn": True,
     }
-    _recalibrate_on_target(model, sampler, config, device, run_dir, ckpt, batches)
+    _recalibrate_on_target(model, raw, intensity, zs, config, device, run_dir, ckpt, batches)
     return run_dir
 
 
 def _recalibrate_on_target(
-    model, sampler, config, device, run_dir, template, batches: int = DEFAULT_BATCHES
+    model, raw, intensity, z_indices, config, device, run_dir, template, batches=DEFAULT_BATCHES
 ) -> None:
     """Target batch-norm statistics, then rewrite the final checkpoint with them."""
     # the target as inference sees it: dihedral copies only, no intensity changes
-    plain = PatchSampler(
-        sampler.raw, sampler.intensity, config.patch_size, None, sampler.z_indices, Augmentation()
-    )
+    plain = PatchSampler(raw, intensity, config.patch_size, None, z_indices, Augmentation())
     recalibrate_batchnorm(model, plain, device, batches, config.batch_size, config.seed)
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(template, run_dir / CHECKPOINT_NAME)
