@@ -324,7 +324,12 @@ def _progress(enabled: bool) -> Progress:
 
 
 def read_log(run_dir: Path) -> list[dict]:
+    """The log's records; a last line cut short (a kill mid-write, or a run still
+    writing) is left out."""
     path = Path(run_dir) / LOG_NAME
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")
+    complete = lines if text.endswith("\n") else lines[:-1]
+    return [json.loads(line) for line in complete if line.strip()]

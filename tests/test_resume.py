@@ -1,6 +1,5 @@
 """Interrupted training: SIGKILL and Ctrl-C at several points, then --resume."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from emda.cli import app
+from emda.train import read_log
 
 from .conftest import CROPS
 
@@ -32,10 +32,7 @@ def _restore_threads():
 
 
 def _log(run):
-    path = run / "log.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_log(run)  # complete lines only: the run may be writing one right now
 
 
 def _start_and_stop(run, sig: int, after_lines: int) -> subprocess.Popen:

@@ -124,3 +124,10 @@ def test_recalibrate_refuses_bad_input_before_writing(tmp_path, crops):
     missing = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert missing.exit_code == 1 and "nope" in missing.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_log_line_cut_short_by_a_kill_is_left_out(tmp_path):
+    from emda.train import read_log
+
+    (tmp_path / "log.jsonl").write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
+    assert [r["iteration"] for r in read_log(tmp_path)] == [1, 2]
