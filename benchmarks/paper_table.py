@@ -83,14 +83,16 @@ class Direction:
 
 
 def directions(data_kind: str) -> dict[str, Direction]:
+    # paths relative to the repository (emda runs with cwd=REPO), so that a run's key
+    # does not depend on where the checkout lives (a fresh clone, a GPU machine)
     if data_kind == "crops":
-        d = REPO / "examples" / "data"
+        d = "examples/data"
         epfl_tr = Split(f"{d}/epfl_train/raw.tif", f"{d}/epfl_train/labels.tif")
         epfl_te = Split(f"{d}/epfl_test/raw.tif", f"{d}/epfl_test/labels.tif")
         vnc, vnc_lab = f"{d}/vnc/raw.tif", f"{d}/vnc/labels.tif"
         vnc_tr, vnc_te = Split(vnc, vnc_lab, "0:8"), Split(vnc, vnc_lab, "8:12")
     else:
-        d = REPO.parent / "shared" / "data"
+        d = "../shared/data"
         epfl_tr = Split(f"{d}/epfl_lucchi_pp/train/raw.tif", f"{d}/epfl_lucchi_pp/train/labels.tif")
         epfl_te = Split(f"{d}/epfl_lucchi_pp/test/raw.tif", f"{d}/epfl_lucchi_pp/test/labels.tif")
         vnc, vnc_lab = f"{d}/drosophila_vnc/raw.tif", f"{d}/drosophila_vnc/labels.tif"
@@ -220,7 +222,7 @@ def adopt(profile: str, direction: Direction, method: str, seed: int, run: Path)
     for name, value in want.items():
         have = got.get(name, defaults.get(name))
         if name in paths and have is not None and value is not None:
-            have, value = str((REPO / have).resolve()), str(Path(value).resolve())
+            have, value = str((REPO / have).resolve()), str((REPO / value).resolve())
         if have != value:
             sys.exit(f"{run}: {name} is {have!r}, the harness uses {value!r}; not adopted")
     config = {"profile": profile, **p, "direction": asdict(direction), "method": method,
@@ -232,6 +234,12 @@ def adopt(profile: str, direction: Direction, method: str, seed: int, run: Path)
     shutil.copytree(run, dest, dirs_exist_ok=True)
     (dest.parent / "log.txt").open("a").write(f"adopted {run.resolve()}\n")
     return dest
+
+
+def _local(path: str) -> Path:
+    """A work file recorded on another checkout (a GPU machine), found in this one."""
+    at = path.find("benchmarks/work/")
+    return REPO / path[at:] if at >= 0 else Path(path)
 
 
 def _finished(run: Path) -> bool:
@@ -397,7 +405,7 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
             if r["config"]["direction"]["name"] == d
             and not r["config"]["semi_fraction"]
             and r["config"]["seed"] == 0
-            and Path(r["scores"]["prediction"]).exists()
+            and _local(r["scores"]["prediction"]).exists()
         }
         if not chosen:
             continue
@@ -406,14 +414,14 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
         z = start + 2
         preds = {
             f"{m} (IoU {100 * r['scores']['iou']:.1f})": open_volume(
-                r["scores"]["prediction"]
+                _local(r["scores"]["prediction"])
             ).read(z)
             >= 128
             for m, r in sorted(chosen.items())
         }
         overlay(
-            open_volume(test["raw"]).read(z),
-            open_volume(test["labels"]).read(z),
+            open_volume(REPO / test["raw"]).read(z),
+            open_volume(REPO / test["labels"]).read(z),
             preds,
             out / f"qualitative_{d}.png",
             title=f"{d}: target test slice z={z}",
