@@ -27,8 +27,8 @@ from emda import __version__
 from emda.inference import SlidingWindowPredictor
 from emda.method import Batch
 from emda.model import UNet, UNetConfig
-from emda.workflows import resolve_method
 from emda.train import compute_terms, total_loss
+from emda.workflows import resolve_method
 
 
 def _timed(fn, rounds: int, repeats: int) -> float:

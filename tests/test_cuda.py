@@ -98,7 +98,8 @@ def test_recalibrate_on_gpu(tmp_path):
     run = tmp_path / "run"
     assert adapt_on_crops(run, *GPU, "--no-target-bn", method="mmd").exit_code == 0
     out = tmp_path / "bn"
-    result = CliRunner().invoke(app, ["recalibrate", str(run), "--target",
-                                      str(CROPS / "vnc/raw.tif"), "--out", str(out), *GPU])  # fmt: skip
+    target = str(CROPS / "vnc/raw.tif")
+    result = CliRunner().invoke(app, ["recalibrate", str(run), "--target", target, "--out",
+                                      str(out), *GPU])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert Path(out / "checkpoint.pt").exists()
