@@ -445,8 +445,11 @@ def main() -> None:
         default="",
         help="also finetune on these fractions of target labels (e.g. 0.15 or 0.05,0.15,0.5,1)",
     )
-    parser.add_argument("--no-report", action="store_true",
-                        help="run: skip the report (for several runs side by side)")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="run: skip the report (for several runs side by side)",
+    )
     args = parser.parse_intermixed_args()
     if args.action == "adopt":  # one direction, method and seed
         (name,), (method,) = args.directions.split(","), args.methods.split(",")
