@@ -504,10 +504,13 @@ def predict(
     run: Annotated[Path, typer.Argument(help="Run directory or checkpoint.pt.")],
     input: Annotated[str, typer.Argument(help="Volume to segment (TIFF or zarr).")],
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Probabilities (.tif or .zarr).")
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Probabilities (.tif, .zarr, or .ome.zarr for OME-Zarr)."
+        ),
     ] = None,
     mask: Annotated[
-        str | None, typer.Option(help="Binary mask at --threshold (.tif or .zarr).")
+        str | None, typer.Option(help="Binary mask at --threshold (.tif, .zarr, .ome.zarr).")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Array inside a zarr input.")] = None,
     threshold: Annotated[float, typer.Option(help="Probability threshold for --mask.")] = 0.5,
@@ -547,14 +550,50 @@ def predict(
         bool,
         typer.Option(
             "--resume",
-            help="Continue an interrupted prediction: keep the slices it finished.",
+            help="Continue an interrupted prediction: keep the blocks it finished.",
             rich_help_panel="General",
         ),
     ] = False,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            help="Slices larger than this (y or x) are predicted in blocks of this size "
+            "(a multiple of 256); memory holds one block.",
+            rich_help_panel="Large volumes",
+        ),
+    ] = 2048,
+    halo: Annotated[
+        int | None,
+        typer.Option(
+            help="Context read around each block, in pixels [default: tile size / 2].",
+            rich_help_panel="Large volumes",
+        ),
+    ] = None,
+    pyramid: Annotated[
+        int,
+        typer.Option(
+            help="Downsampled levels (each half in y, x) below an .ome.zarr output.",
+            rich_help_panel="Large volumes",
+        ),
+    ] = 0,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address (tcp://host:8786): workers predict the blocks.",
+            rich_help_panel="Large volumes",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Predict with a local Dask cluster of this many worker processes.",
+            rich_help_panel="Large volumes",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Segment a volume of any size with a trained run."""
+    """Segment a volume of any size with a trained run, in one process or on Dask."""
     from rich.progress import Progress
 
     from emda.volume import parse_voxel_size
@@ -562,7 +601,7 @@ def predict(
 
     dev = _setup(device, threads)
     with Progress(console=console, disable=quiet) as progress:
-        task = progress.add_task("predicting slices", total=None)
+        task = progress.add_task("predicting blocks", total=None)
         info = run_predict(
             run,
             input,
@@ -582,6 +621,12 @@ def predict(
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             resume=resume,
             tta=tta,
+            block_size=block_size,
+            halo=halo,
+            pyramid=pyramid,
+            scheduler=scheduler,
+            workers=workers,
+            threads=threads,
         )
     written = ", ".join(p for p in (output, mask) if p)
     console.print(

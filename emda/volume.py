@@ -314,7 +314,7 @@ COMPLETE_ATTR = "emda_complete"
 
 
 class VolumeWriter:
-    """Write a volume slice by slice; it appears at ``path`` only when complete.
+    """Write a volume block by block; it appears at ``path`` only when complete.
 
     Slices go to a partial zarr array next to the output (``out.emda-partial.zarr``
     for ``out.zarr``, ``out.tif.emda-partial.zarr`` for ``out.tif``) and every
@@ -337,6 +337,7 @@ class VolumeWriter:
         attrs: dict | None = None,
         job: dict | None = None,
         resume: bool = False,
+        pyramid: int = 0,
     ) -> None:
         check_output(path, overwrite)
         self.path = Path(path)
@@ -347,6 +348,12 @@ class VolumeWriter:
         self.attrs = dict(attrs or {})
         self.job = json.loads(json.dumps(job or {}))  # as it reads back from JSON
         self.tiff = not is_zarr(self.store)
+        # an OME-Zarr (NGFF 0.5) image: a group holding level "0" and ``pyramid`` levels
+        # below it, each half the size in y and x
+        self.ome = not self.tiff and not self.key and self.store.name.lower().endswith(".ome.zarr")
+        self.pyramid = pyramid
+        if pyramid and not self.ome:
+            raise EmdaError(f"--pyramid {pyramid}: needs an .ome.zarr output, not {path}")
         if self.tiff:
             self._final = self.store
             self.partial = self.store.with_name(self.store.name + PARTIAL_SUFFIX + ".zarr")
@@ -357,7 +364,7 @@ class VolumeWriter:
             name = (f"{self._final.stem}{PARTIAL_SUFFIX}{self._final.suffix}" if not self.key
                     else name + PARTIAL_SUFFIX)  # fmt: skip
             self.partial = self._final.with_name(name)
-        self.done: set[int] = set()
+        self.done: set[str] = set()  # keys of finished blocks (a slice's is its z)
         if self.partial.exists():
             if resume and self._same_job():
                 self._array = self._open_partial()
@@ -413,25 +420,30 @@ class VolumeWriter:
             **({"dimension_names": ["z", "y", "x"]} if fmt == 3 else {}),
         )
 
-    def _read_done(self) -> set[int]:
+    def _read_done(self) -> set[str]:
         path = self.partial / DONE_NAME
         if not path.exists():
             return set()
         # a kill during an append can leave a cut-off last line: only whole lines count
         text = path.read_text()
         lines = text.split("\n") if text.endswith("\n") else text.split("\n")[:-1]
-        return {int(line) for line in lines if line.strip().isdigit()}
+        return {line.strip() for line in lines if line.strip()}
+
+    @property
+    def array(self):
+        """The partial zarr array that blocks are written into."""
+        return self._array
 
     def write(self, z: int | slice, block: np.ndarray) -> None:
         self._array[z] = block
 
-    def mark_done(self, z: int) -> None:
-        """Record slice ``z`` as written (after :meth:`write` returned)."""
+    def mark_done(self, key: str | int) -> None:
+        """Record block ``key`` (a slice's z) as written, after its data is in place."""
         with open(self.partial / DONE_NAME, "a") as fh:
-            fh.write(f"{z}\n")
+            fh.write(f"{key}\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self.done.add(z)
+        self.done.add(str(key))
 
     def commit(self) -> None:
         if self.tiff:
@@ -446,9 +458,27 @@ class VolumeWriter:
         done = self.partial / DONE_NAME
         if done.exists():
             done.unlink()
+        if self.ome:
+            self._commit_ome(attrs)
+            return
         if self._final.exists():
             _remove(self._final)
         os.replace(self.partial, self._final)
+
+    def _commit_ome(self, attrs: dict) -> None:
+        from emda.ome import write_multiscale_group
+
+        tmp = self._final.with_name(self._final.name + f".emda-tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.mkdir()
+            os.replace(self.partial, tmp / "0")
+            write_multiscale_group(tmp, self.pyramid, self.voxel_size, attrs, self._final.name)
+            if self._final.exists():
+                _remove(self._final)
+            os.replace(tmp, self._final)
+        finally:
+            if tmp.exists():
+                _remove(tmp)
 
     def _commit_tiff(self) -> None:
         import tifffile

@@ -12,7 +12,9 @@ import torch
 
 from emda import __version__
 from emda.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
+from emda.blocks import check_block_size, output_chunks, plan_blocks
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from emda.distributed import dask_client, require_dask, run_blocks_on_dask, worker_job
 from emda.errors import EmdaError
 from emda.evaluate import Evaluation, evaluate, parse_z_range
 from emda.inference import BlendMode, SlidingWindowPredictor
@@ -22,6 +24,9 @@ from emda.model import UNet, UNetConfig
 from emda.normalization import Normalization, NormalizeMode
 from emda.options import options_to_dict, parse_options
 from emda.plots import training_curve
+from emda.predict_job import PredictJob, run_block
+from emda.predict_job import load as load_job
+from emda.predict_job import release as release_job
 from emda.registry import load_registry
 from emda.sampling import Augmentation, PatchSampler, choose_slices
 from emda.train import (
@@ -340,11 +345,22 @@ def predict(
     progress=None,
     resume: bool = False,
     tta: bool = False,
+    block_size: int = 2048,
+    halo: int | None = None,
+    pyramid: int = 0,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """Write foreground probabilities and/or a mask for every slice of a volume.
+    """Write foreground probabilities and/or a mask for a volume of any size.
 
-    With ``resume``, slices an interrupted run of the same command finished are kept and
-    not predicted again; the output is the same as an uninterrupted run's.
+    The volume is predicted block by block (:mod:`emda.blocks`): memory holds one block
+    with its halo, never the volume. ``scheduler`` (a Dask scheduler address) or
+    ``workers`` (a local Dask cluster of that many processes) spread the blocks over
+    processes; the output is the same as a single process's. With ``resume``, blocks an
+    interrupted run of the same command finished are kept and not predicted again.
+    ``threads``: torch threads per Dask worker (default: a local cluster shares this
+    machine's cores evenly).
     """
     if output is None and mask is None:
         raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
@@ -354,6 +370,17 @@ def predict(
         raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
     if output and mask and Path(output).resolve() == Path(mask).resolve():
         raise EmdaError("--output and --mask must be different paths")
+    halo = tile_size // 2 if halo is None else halo
+    check_block_size(block_size, halo)
+    if pyramid < 0:
+        raise EmdaError(f"--pyramid {pyramid}: must be >= 0")
+    if scheduler and workers:
+        raise EmdaError("--scheduler and --workers contradict each other: choose one")
+    if workers is not None and workers < 1:
+        raise EmdaError(f"--workers {workers}: must be >= 1")
+    distributed = bool(scheduler or workers)
+    if distributed:
+        require_dask()
     ckpt = load_checkpoint(checkpoint)
     volume = open_volume(input_path, key, voxel_size)
     for path, option in ((output, "--output"), (mask, "--mask")):
@@ -376,7 +403,7 @@ def predict(
         Path(checkpoint) / CHECKPOINT_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
     )
     stat = ckpt_file.stat()
-    job = {
+    fingerprint = {
         "checkpoint": str(ckpt_file.resolve()),
         "checkpoint_size_mtime": [stat.st_size, stat.st_mtime_ns],
         "input": str(Path(split_address(input_path)[0]).resolve()),
@@ -387,57 +414,88 @@ def predict(
         "blend": str(BlendMode(blend).value),
         "tta": tta,
         "intensity": [intensity.low, intensity.high],
+        "block_size": block_size,
+        "halo": halo,
     }
-    writers = []
+    chunks = output_chunks(volume.shape, block_size)
+    writers = {}
     try:
         if output:
             attrs = {"emda_kind": "probability"}
-            job_prob = {**job, "prob_dtype": prob_dtype}
-            writers.append(("prob", VolumeWriter(output, volume.shape, prob_dtype, voxel,
-                                                 overwrite, attrs=attrs, job=job_prob,
-                                                 resume=resume)))  # fmt: skip
+            job_prob = {**fingerprint, "prob_dtype": prob_dtype}
+            writers["prob"] = VolumeWriter(output, volume.shape, prob_dtype, voxel, overwrite,
+                                           chunks, attrs=attrs, job=job_prob, resume=resume,
+                                           pyramid=pyramid)  # fmt: skip
         if mask:
             attrs = {"emda_kind": "mask"}
-            job_mask = {**job, "threshold": threshold}
-            writers.append(("mask", VolumeWriter(mask, volume.shape, "uint8", voxel, overwrite,
-                                                 attrs=attrs, job=job_mask,
-                                                 resume=resume)))  # fmt: skip
+            job_mask = {**fingerprint, "threshold": threshold}
+            writers["mask"] = VolumeWriter(mask, volume.shape, "uint8", voxel, overwrite, chunks,
+                                           attrs=attrs, job=job_mask, resume=resume,
+                                           pyramid=pyramid)  # fmt: skip
     except BaseException:
-        for _, writer in writers:
+        for writer in writers.values():
             writer.abort()
         raise
-    skip = set.intersection(*(w.done for _, w in writers))
+    skip = set.intersection(*(w.done for w in writers.values()))
+    blocks = [b for b in plan_blocks(volume.shape, block_size, halo) if b.key not in skip]
+    job = PredictJob(
+        checkpoint=str(ckpt_file.resolve()),
+        input=str(Path(input_path).resolve()),
+        key=key,
+        voxel_size=voxel_size,
+        intensity=(intensity.low, intensity.high),
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        blend=str(BlendMode(blend).value),
+        tta=tta,
+        device=str(device),
+        prob_path=str(writers["prob"].partial.resolve()) if "prob" in writers else None,
+        prob_dtype=prob_dtype,
+        mask_path=str(writers["mask"].partial.resolve()) if "mask" in writers else None,
+        threshold=threshold,
+    )
+    total, finished = len(blocks) + len(skip), len(skip)
+
+    def block_done(block_key: str) -> None:
+        nonlocal finished
+        for writer in writers.values():
+            writer.mark_done(block_key)
+        finished += 1
+        if progress is not None:
+            progress(finished, total)
+
     start = time.perf_counter()
     try:
         with StopOnInterrupt() as stop:
-            for z, prob in predictor.predict_volume(volume, intensity, skip=skip):
-                for kind, writer in writers:
-                    if kind == "mask":
-                        writer.write(z, (prob >= threshold).astype(np.uint8))
-                    elif prob_dtype == "uint8":
-                        writer.write(z, np.round(prob * 255).astype(np.uint8))
-                    else:
-                        writer.write(z, prob.astype(np.float32))
-                for _, writer in writers:
-                    writer.mark_done(z)
-                if progress is not None:
-                    progress(z + 1, volume.shape[0])
-                if stop.requested:  # Ctrl-C: stop between slices, with every finished one kept
-                    raise KeyboardInterrupt
-            for _, writer in writers:
+            if distributed:
+                with dask_client(scheduler, workers) as client:
+                    spread = worker_job(job, scheduler, workers, threads)
+                    run_blocks_on_dask(spread, blocks, client, block_done, stop)
+            else:
+                outputs = {kind: w.array for kind, w in writers.items()}
+                load_job(job, predictor, volume, outputs)
+                try:
+                    for block in blocks:
+                        block_done(run_block(job, block))
+                        if stop.requested:  # Ctrl-C: stop between blocks, finished ones kept
+                            raise KeyboardInterrupt
+                finally:
+                    release_job()
+            for writer in writers.values():
                 writer.commit()
     except KeyboardInterrupt:
-        for _, writer in writers:
+        for writer in writers.values():
             writer.abort()
-        kept = [str(w.partial) for _, w in writers if w.partial.exists()]
+        kept = [str(w.partial) for w in writers.values() if w.partial.exists()]
         raise Interrupted(
             "interrupted; "
-            + (f"finished slices are kept in {', '.join(kept)}: " if kept else "")
+            + (f"finished blocks are kept in {', '.join(kept)}: " if kept else "")
             + "rerun the same command with --resume to continue"
         ) from None
     except BaseException as exc:
         # bad input: the partial output is of no use; a crash: keep it to resume
-        for _, writer in writers:
+        for writer in writers.values():
             writer.abort(keep=not isinstance(exc, EmdaError))
         raise
     seconds = time.perf_counter() - start
@@ -447,6 +505,7 @@ def predict(
         "seconds": seconds,
         "voxels_per_second": float(np.prod(volume.shape)) / seconds,
         "intensity_range": [intensity.low, intensity.high],
+        "blocks": total,
     }
 
 
