@@ -107,6 +107,14 @@ CASES = [
     Case("negative augmentation amplitude", f"{ADAPT} {SRC} --noise -1", 1, "--noise must be >= 0"),
     Case("tile size zero", f"{PRED} {{d}}/tiny.tif {OUT} --tile-size 0", 1, "tile"),
     Case("overlap >= 1", f"{PRED} {{d}}/tiny.tif {OUT} --overlap 1", 1, "overlap"),
+    Case("block size not a multiple of 256", f"{PRED} {{d}}/tiny.tif {OUT} --block-size 300", 1,
+         "--block-size 300"),
+    Case("negative halo", f"{PRED} {{d}}/tiny.tif {OUT} --halo -1", 1, "--halo -1"),
+    Case("--pyramid with a TIFF output", f"{PRED} {{d}}/tiny.tif {OUT} --pyramid 2", 1,
+         "--pyramid 2"),
+    Case("--workers 0", f"{PRED} {{d}}/tiny.tif {OUT} --workers 0", 1, "--workers 0"),
+    Case("--scheduler with --workers", f"{PRED} {{d}}/tiny.tif {OUT} --workers 2 --scheduler "
+         "tcp://127.0.0.1:1", 1, "--scheduler and --workers"),
     Case("threshold outside [0, 1]", f"{PRED} {{d}}/tiny.tif {OUT} --mask {{o}}/m.tif "
          "--threshold 1.5", 1, "--threshold 1.5: must be in [0, 1]"),
     Case("evaluate threshold outside [0, 1]",
