@@ -21,6 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from emda import ddp
 from emda.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
 from emda.errors import EmdaError
 from emda.interrupt import Interrupted, StopOnInterrupt
@@ -94,7 +95,9 @@ def train(
     uninterrupted run. Ctrl-C stops at the end of the current iteration and saves the
     state first.
     """
-    rng = seed_everything(config.seed)
+    device = ddp.setup(device)  # under torchrun: join the group, take this rank's GPU
+    main = ddp.is_main()  # rank 0 writes the run directory; the others only train
+    rng = seed_everything(config.seed + ddp.rank())  # each rank draws its own patches
     heads = nn.ModuleDict(method.build_heads(model))
     # channels_last: ~15 % faster convolutions on CPU (oneDNN) and tensor cores on CUDA
     model.to(device, memory_format=torch.channels_last).train()
@@ -110,18 +113,24 @@ def train(
     if method.uses_target and target is None:
         raise EmdaError(f"method '{method.name}' needs target data: pass --target")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     first, elapsed = 0, 0.0
     if resume:
         first = _restore_state(run_dir, model, heads, optimizer, scheduler, scaler, template, rng)
-        elapsed = _truncate_log(run_dir, first)
+        if ddp.world_size() > 1:  # state.pt holds rank 0's generators: give each rank its own
+            seq = np.random.SeedSequence([config.seed, ddp.rank(), first])
+            rng = seed_everything(int(seq.generate_state(1)[0]))
+        elapsed = _truncate_log(run_dir, first) if main else 0.0
+    # one module for the forward pass, so that DDP (under torchrun) sees every parameter
+    forward = ddp.wrap(LossModule(model, heads, method, config.seg_loss), device)
     start = time.perf_counter() - elapsed
     terms_f: dict[str, float] = {}
     saver = functools.partial(_save_state, run_dir, model, heads, optimizer, scheduler, scaler,
                               template, rng)  # fmt: skip
     with (
-        open(run_dir / LOG_NAME, "a", buffering=1) as log,
-        _progress(show_progress) as progress,
+        open(run_dir / LOG_NAME, "a", buffering=1) if main else open(os.devnull, "w") as log,
+        _progress(show_progress and main) as progress,
         StopOnInterrupt() as stop,
     ):
         task = progress.add_task("training", total=config.iterations, terms="", completed=first)
@@ -133,9 +142,7 @@ def train(
                 tgt.x = _to(tgt.x, device)
                 tgt.y = None if tgt.y is None else tgt.y.to(device)
             with autocast:
-                terms = compute_terms(
-                    model, heads, method, src, tgt, it / config.iterations, it, config.seg_loss
-                )
+                terms = forward(src, tgt, it / config.iterations, it)
             loss = total_loss(terms, method.name)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -158,21 +165,41 @@ def train(
             }
             log.write(json.dumps(record) + "\n")
             progress.update(task, advance=1, terms=_format_terms(record))
-            if stop.requested and it + 1 < config.iterations:
-                saver(it + 1)
+            if ddp.any_rank(stop.requested, device) and it + 1 < config.iterations:
+                if main:
+                    saver(it + 1)
                 raise Interrupted(
                     f"interrupted after iteration {it + 1} of {config.iterations}; the state is "
                     f"saved in {run_dir}: rerun the same command with --resume to continue"
                 )
-            if (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
+            if main and (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
                 saver(it + 1)
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     template.iteration = config.iterations
-    save_checkpoint(template, run_dir / CHECKPOINT_NAME)
-    state = run_dir / STATE_NAME
-    if state.exists():
-        state.unlink()  # the final checkpoint supersedes the intermediate state
+    if main:
+        save_checkpoint(template, run_dir / CHECKPOINT_NAME)
+        state = run_dir / STATE_NAME
+        if state.exists():
+            state.unlink()  # the final checkpoint supersedes the intermediate state
     return TrainResult(config.iterations, time.perf_counter() - start, terms_f)
+
+
+class LossModule(nn.Module):
+    """The network, the method's heads and its loss terms as one module: one forward
+    call per iteration, which is what DistributedDataParallel wraps."""
+
+    def __init__(self, model: nn.Module, heads: nn.ModuleDict, method: Method, seg_loss: str):
+        super().__init__()
+        self.model, self.heads = model, heads
+        self.method, self.seg_loss = method, seg_loss
+
+    def forward(
+        self, source: Batch, target: Batch | None, progress: float, iteration: int
+    ) -> dict[str, torch.Tensor]:
+        return compute_terms(
+            self.model, self.heads, self.method, source, target, progress, iteration,
+            self.seg_loss,
+        )  # fmt: skip
 
 
 def compute_terms(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda import __version__
+from emda import __version__, ddp
 from emda.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from emda.blocks import check_block_size, output_chunks, plan_blocks
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -173,7 +173,8 @@ def adapt(
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = UNet(model_config)
     method.build_heads(model)  # a method's option errors surface before anything is written
-    prepare_run_dir(run_dir, overwrite, resume)
+    if ddp.is_main():  # under torchrun, rank 0 alone writes the run directory
+        prepare_run_dir(run_dir, overwrite, resume)
     src_range = normalization.fit(src_raw)
     src_sampler = PatchSampler(
         src_raw,
@@ -200,7 +201,7 @@ def adapt(
             "target_bn": bool(target_bn and tgt_sampler is not None),
         },
     )
-    if not resume:
+    if not resume and ddp.is_main():
         _write_config(run_dir, "adapt", resolved_config)
     train_target = tgt_sampler if method.uses_target else None
     result = train(
@@ -215,6 +216,8 @@ def adapt(
         show_progress,
         resume,
     )
+    if not ddp.is_main():
+        return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
     if target_bn and tgt_sampler is not None:
         _recalibrate_on_target(model, tgt_raw, tgt_range, tgt_z, config, device, run_dir, template)
     _write_curve(run_dir)
@@ -295,7 +298,8 @@ def finetune(
     assert labels is not None
     if not any(np.any(labels.read(z)) for z in chosen):
         log.warning("the chosen target slices %s contain no foreground", chosen)
-    prepare_run_dir(run_dir, overwrite, resume)
+    if ddp.is_main():
+        prepare_run_dir(run_dir, overwrite, resume)
     tgt_range = ckpt.normalization.fit(raw)
     sampler = PatchSampler(raw, tgt_range, config.patch_size, labels, chosen, config.augmentation())
     model = ckpt.build_model()
@@ -317,12 +321,13 @@ def finetune(
             "target": target.raw,
         },
     )
-    if not resume:
+    if not resume and ddp.is_main():
         _write_config(run_dir, "finetune", resolved_config)
     result = train(
         model, Supervised(), sampler, None, config, device, run_dir, template, show_progress, resume
     )
-    _write_curve(run_dir)
+    if ddp.is_main():
+        _write_curve(run_dir)
     return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
 
 
