@@ -9,6 +9,7 @@ worker loads the model once, not once per block.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +45,17 @@ class PredictJob:
 # one job per process at a time: (predictor, input volume, {kind: output array})
 _loaded: dict[PredictJob, tuple[Any, Any, dict[str, Any]]] = {}
 models_loaded = 0  # how often this process read a checkpoint (a worker: once per job)
+_lock = threading.Lock()  # a Dask worker with several threads loads a job once
 
 
 def load(job: PredictJob, predictor=None, volume=None, outputs=None):
     """What ``job`` needs in this process, loaded once; the arguments let the process
     that planned the job hand over what it already has open."""
+    with _lock:
+        return _load(job, predictor, volume, outputs)
+
+
+def _load(job, predictor, volume, outputs):
     if job not in _loaded:
         import torch
         import zarr
