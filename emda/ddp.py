@@ -69,10 +69,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        import torch.distributed as dist
-
-        dist.barrier()

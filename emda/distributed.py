@@ -21,8 +21,6 @@ from emda.blocks import Block
 from emda.errors import EmdaError
 from emda.predict_job import PredictJob, run_block
 
-log = logging.getLogger("emda")
-
 
 def require_dask() -> None:
     try:

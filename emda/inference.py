@@ -9,7 +9,7 @@ outputs with Gaussian (or flat) weights, so tile borders leave no seams.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable
 from enum import Enum
 from functools import lru_cache
 
@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from emda.errors import EmdaError
-from emda.normalization import IntensityRange
-from emda.volume import Volume
 
 
 class BlendMode(str, Enum):
@@ -138,7 +136,7 @@ def _reflect_pad(images: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
 
 
 class SlidingWindowPredictor:
-    """Foreground probabilities for every z-slice of a volume."""
+    """Foreground probabilities of a 2D image (a slice or a block of one), tile by tile."""
 
     def __init__(
         self,
@@ -182,16 +180,3 @@ class SlidingWindowPredictor:
             self.blend,
         )
         return prob[0, 0].cpu().numpy()
-
-    def predict_volume(
-        self, volume: Volume, intensity: IntensityRange, skip: Collection[int] = ()
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (z, probabilities) slice by slice, leaving out the slices in ``skip``;
-        memory holds one slice at a time."""
-        for z in range(volume.shape[0]):
-            if z in skip:
-                continue
-            block = volume.read(z)
-            if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
-                raise EmdaError(f"{volume.path}: slice z={z} contains NaN or Inf values")
-            yield z, self.predict_slice(intensity.apply(block))
