@@ -102,7 +102,8 @@ def train(
     # channels_last: ~15 % faster convolutions on CPU (oneDNN) and tensor cores on CUDA
     model.to(device, memory_format=torch.channels_last).train()
     heads.to(device).train()
-    params = list(model.parameters()) + list(heads.parameters())
+    # frozen head parameters (e.g. an EMA teacher's) are the method's to update
+    params = [p for p in [*model.parameters(), *heads.parameters()] if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     schedule = _lr_lambda(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -8,7 +8,7 @@ from emda.registry import load_registry
 from emda.testing import check_method
 from tests.conftest import adapt_on_crops
 
-BUILTINS = ["ft", "mmd", "coral", "dann", "ynet"]
+BUILTINS = ["ft", "mmd", "coral", "dann", "ynet", "meanteacher"]
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -25,7 +25,7 @@ def test_builtin_method_trains_through_the_cli(name, tmp_path):
     assert result.exit_code == 0, result.output
     last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
     expected = {"ft": "seg", "mmd": "mmd4", "coral": "coral4", "dann": "dann4",
-                "ynet": "recon_target"}[name]  # fmt: skip
+                "ynet": "recon_target", "meanteacher": "pseudo_label"}[name]  # fmt: skip
     assert expected in last
 
 

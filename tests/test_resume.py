@@ -35,10 +35,10 @@ def _log(run):
     return read_log(run)  # complete lines only: the run may be writing one right now
 
 
-def _start_and_stop(run, sig: int, after_lines: int) -> subprocess.Popen:
+def _start_and_stop(run, sig: int, after_lines: int, args=ARGS) -> subprocess.Popen:
     """Start a run in a subprocess and send ``sig`` once ``after_lines`` iterations are logged."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emda", *ARGS, "--out", str(run)],
+        [sys.executable, "-m", "emda", *args, "--out", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120

@@ -1,0 +1,96 @@
+"""The mean-teacher plugin: the teacher's EMA, its view of the target, the confidence
+mask, its absence from exports, and an exact resume (the teacher is training state)."""
+
+import signal
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from emda.checkpoint import load_checkpoint
+from emda.cli import app
+from emda.method import Batch
+from emda.model import UNet, UNetConfig
+from emda.registry import load_registry
+from emda.train import compute_terms
+
+from .test_resume import ARGS, _start_and_stop, _weights
+
+
+@pytest.fixture
+def method_cls():
+    return load_registry().get("meanteacher").cls
+
+
+def _teacher_cls(method_cls):
+    return type(method_cls().build_heads(UNet(UNetConfig(base_channels=4, depth=2)))["teacher"])
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_teacher_maps_its_flipped_rotated_view_back_onto_the_input_grid(method_cls, k):
+    conv = nn.Conv2d(1, 1, kernel_size=1)  # pointwise: equivariant to every flip/rotation
+    teacher = _teacher_cls(method_cls)(conv)
+    x = torch.rand(2, 1, 12, 12)
+    expected = torch.sigmoid(conv(x)).detach()
+    torch.testing.assert_close(teacher.probabilities(x, k), expected)
+
+
+def test_teacher_follows_the_network_by_exponential_moving_average(method_cls):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=2))
+    teacher = _teacher_cls(method_cls)(model)
+    before = {k: v.clone() for k, v in teacher.net.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    teacher.follow(model, 0.75)
+    for name, value in teacher.net.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * before[name] + 0.25 * model.state_dict()[name])
+    assert not any(p.requires_grad for p in teacher.parameters())  # only the EMA moves it
+
+
+class _Constant(nn.Module):
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x):
+        return torch.full_like(x, self.logit)
+
+
+@pytest.mark.parametrize(("teacher_logit", "taught"), [(0.0, False), (5.0, True)])
+def test_only_confident_teacher_pixels_teach(method_cls, teacher_logit, taught):
+    method = method_cls(method_cls.Options(confidence=0.9))
+    model = UNet(UNetConfig(base_channels=4, depth=2))
+    heads = nn.ModuleDict(method.build_heads(model))
+    heads["teacher"].net = _Constant(teacher_logit)  # p = 0.5 (unsure) or 0.993 (sure)
+    src = Batch(torch.rand(2, 1, 32, 32), torch.zeros(2, 1, 32, 32))
+    terms = compute_terms(model, heads, method, src, Batch(torch.rand(2, 1, 32, 32)), 0.5, 3)
+    assert (terms["pseudo_label"].item() > 0) is taught
+    if taught:  # BCE against an all-foreground pseudo-label reaches the network
+        terms["pseudo_label"].backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_options_are_checked(method_cls):
+    for bad in ({"ema": 1.0}, {"confidence": 0.4}, {"lambda_consistency": -1.0}):
+        with pytest.raises(ValueError):
+            method_cls.Options(**bad)
+
+
+def test_sigkill_then_resume_restores_the_teacher(tmp_path):
+    args = [a if a != "dann" else "meanteacher" for a in ARGS]
+    whole = tmp_path / "whole"
+    assert CliRunner().invoke(app, [*args, "--out", str(whole)]).exit_code == 0
+    ckpt = load_checkpoint(whole)  # the teacher is training state, not part of the export
+    assert ckpt.heads == {} and set(ckpt.state_dict) == set(ckpt.build_model().state_dict())
+
+    run = tmp_path / "run"
+    proc = _start_and_stop(run, signal.SIGKILL, 47, args)
+    assert proc.returncode == -signal.SIGKILL
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    for name, value in _weights(whole)["state_dict"].items():
+        torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)
