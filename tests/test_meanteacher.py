@@ -74,8 +74,16 @@ def test_only_confident_teacher_pixels_teach(method_cls, teacher_logit, taught):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def test_pseudo_label_weight_ramps_up_then_holds(method_cls):
+    options = method_cls.Options(lambda_consistency=2.0, rampup=0.25)
+    weights = [options.weight(p) for p in (0.0, 0.1, 0.2, 0.25, 0.9)]
+    assert weights == sorted(weights) and weights[0] < 0.02 and weights[3:] == [2.0, 2.0]
+    assert method_cls.Options(rampup=0.0).weight(0.0) == 1.0
+
+
 def test_options_are_checked(method_cls):
-    for bad in ({"ema": 1.0}, {"confidence": 0.4}, {"lambda_consistency": -1.0}):
+    bad_options = ({"ema": 1.0}, {"confidence": 0.4}, {"lambda_consistency": -1.0}, {"rampup": 2})
+    for bad in bad_options:
         with pytest.raises(ValueError):
             method_cls.Options(**bad)
 

@@ -11,6 +11,8 @@ trained network:
     loss = seg(source) + lambda_c * BCE(student(x_t), 1[teacher(x_t) > 0.5]) on
            pixels with max(p, 1 - p) >= confidence
 
+with lambda_c ramped up over the first quarter of training.
+
 The EMA makes the pseudo-labels steadier than the network's own (an ensemble over
 iterations); the confidence mask keeps an untrained or unsure teacher from
 teaching anything. The teacher is a training-time head: exported models and
@@ -18,6 +20,7 @@ teaching anything. The teacher is a training-time head: exported models and
 """
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +39,9 @@ class MeanTeacherOptions:
     confidence: float = field(
         default=0.9, metadata={"help": "teacher probability (of either class) needed to teach"}
     )
+    rampup: float = field(
+        default=0.25, metadata={"help": "fraction of training over which lambda ramps up from 0"}
+    )
 
     def __post_init__(self) -> None:
         if self.lambda_consistency < 0:
@@ -44,6 +50,16 @@ class MeanTeacherOptions:
             raise ValueError("ema must be in [0, 1)")
         if not 0.5 <= self.confidence < 1:
             raise ValueError("confidence must be in [0.5, 1)")
+        if not 0 <= self.rampup <= 1:
+            raise ValueError("rampup must be in [0, 1]")
+
+    def weight(self, progress: float) -> float:
+        """lambda_c, ramped up as exp(-5 (1 - t)^2) (Laine & Aila 2017): an early
+        teacher, confident on the source only, should not yet steer the target."""
+        if self.rampup == 0:
+            return self.lambda_consistency
+        t = min(progress / self.rampup, 1.0)
+        return self.lambda_consistency * math.exp(-5 * (1 - t) ** 2)
 
 
 class Teacher(nn.Module):
@@ -98,7 +114,7 @@ class MeanTeacher(Method):
         per_pixel = F.binary_cross_entropy_with_logits(
             step.target_out.logits.float(), pseudo, reduction="none"
         )
-        terms["pseudo_label"] = self.options.lambda_consistency * (per_pixel * confident).mean()
+        terms["pseudo_label"] = self.options.weight(step.progress) * (per_pixel * confident).mean()
         return terms
 
 
