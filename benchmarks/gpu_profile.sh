@@ -28,7 +28,7 @@ row() {  # method seeds [semi]
         >>"$logs/$direction-$1.txt" 2>&1
 }
 
-for m in ft mmd coral dann ynet; do row "$m" 0 0.15 & done
+for m in ft mmd coral dann ynet meanteacher; do row "$m" 0 0.15 & done
 wait
 echo "seed 0 done after $((SECONDS - start)) s"
 if [ "$(left)" -gt $((deadline / 2)) ] || [ "$deadline" -eq 0 ]; then
