@@ -288,7 +288,7 @@ def report(profile: str) -> str:
         "| seeds | paper |",
         "|---|---|---|---|---|---|---|",
     ]
-    order = {m: i for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet"])}
+    order = {m: i for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])}
     for (direction, setting, method), row in sorted(
         rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "unsupervised", kv[0][1],
                                       order.get(kv[0][2], 99), kv[0][2])
