@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emda.dihedral import TRANSFORMS, dihedral, undo_dihedral
 from emda.errors import EmdaError
 
 
@@ -57,15 +58,11 @@ def dihedral_average(
 
     def averaged(tiles: torch.Tensor) -> torch.Tensor:
         total = None
-        for k in range(4):
-            for flip in (False, True):
-                t = torch.rot90(tiles, k, dims=(-2, -1))
-                t = t.flip(-1) if flip else t
-                p = predictor(t.contiguous(memory_format=torch.channels_last)).float()
-                p = p.flip(-1) if flip else p
-                p = torch.rot90(p, -k, dims=(-2, -1))
-                total = p if total is None else total + p
-        return total / 8
+        for k in TRANSFORMS:
+            t = dihedral(tiles, k).contiguous(memory_format=torch.channels_last)
+            p = undo_dihedral(predictor(t).float(), k)
+            total = p if total is None else total + p
+        return total / len(TRANSFORMS)
 
     return averaged
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emda import Method, hookimpl
+from emda.dihedral import dihedral, undo_dihedral
 
 
 @dataclass
@@ -82,15 +83,11 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """The teacher's foreground probability of ``x``, seen rotated by k * 90 degrees
-        and flipped, mapped back onto ``x``'s grid. Batch statistics of ``x`` are used
-        (train mode), as target BN will for the final model."""
+        """The teacher's foreground probability of ``x`` seen under dihedral transform
+        ``k`` (:mod:`emda.dihedral`), mapped back onto ``x``'s grid. Batch statistics
+        of ``x`` are used (train mode), as target BN will for the final model."""
         self.net.train()
-        seen = torch.rot90(x, k % 4, dims=(-2, -1))
-        seen = seen.flip(-1) if k >= 4 else seen
-        logits = self.net(seen).float()
-        logits = logits.flip(-1) if k >= 4 else logits
-        return torch.sigmoid(torch.rot90(logits, -(k % 4), dims=(-2, -1)))
+        return torch.sigmoid(undo_dihedral(self.net(dihedral(x, k)).float(), k))
 
 
 class MeanTeacher(Method):
