@@ -73,11 +73,10 @@ class Method:
     def build_heads(self, model: UNet) -> dict[str, nn.Module]:
         """Extra modules trained with the network, e.g. a domain classifier.
 
-        A head whose parameters are frozen (``requires_grad=False``) is the
-        method's own to update in ``loss_terms``, e.g. an EMA teacher.
-
         They receive ``model.encoder``'s outputs; ``model.encoder.channels``
-        gives their widths. They are dropped from exported models.
+        gives their widths. They are dropped from exported models. A head whose
+        parameters are frozen (``requires_grad=False``) is left out of the
+        optimiser: the method updates it in ``loss_terms``, e.g. an EMA teacher.
         """
         return {}
 
