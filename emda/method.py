@@ -8,7 +8,7 @@ by name; it knows nothing about any particular method.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -42,6 +42,22 @@ class TrainStep:
     progress: float  # fraction of the iteration budget done, in [0, 1)
     iteration: int
     seg_loss: str = "bce_dice"
+    #: diagnostics recorded with :meth:`log_metric`, written under "metrics" in the log
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def log_metric(self, name: str, value: torch.Tensor | float) -> None:
+        """Record a diagnostic for this step, e.g. a domain classifier's accuracy.
+
+        Unlike a loss term it is not summed and carries no gradient; the training loop
+        writes it to ``log.jsonl`` (under ``"metrics"``) and draws it in the training
+        curve. Values are kept as tensors so that recording costs no device sync.
+        """
+        if not name.isidentifier():
+            raise ValueError(f"metric name {name!r} must be an identifier")
+        value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
+        if value.numel() != 1:
+            raise ValueError(f"metric {name!r} must be a scalar")
+        self.metrics[name] = value.reshape(())
 
     def source_segmentation_loss(self) -> torch.Tensor:
         assert self.source.y is not None, "source batches are always labelled"

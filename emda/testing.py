@@ -27,9 +27,9 @@ def check_method(
 
     Checks that the class is well formed (name, description, an options
     dataclass whose defaults construct), that every loss term is a finite
-    scalar, that the summed loss reaches the network's parameters and every
-    head's trainable parameters (a frozen head, e.g. an EMA teacher, is
-    exempt), and that a few optimiser steps stay finite. Returns the last
+    scalar and every logged metric finite, that the summed loss reaches the
+    network's parameters and every head's trainable parameters (a frozen head,
+    e.g. an EMA teacher, is exempt), and that a few optimiser steps stay finite. Returns the last
     step's terms. Raises AssertionError with a message on the first failure.
     """
     assert issubclass(method_cls, Method), f"{method_cls!r} is not an emda.Method subclass"
@@ -53,7 +53,8 @@ def check_method(
         target = (
             Batch(torch.rand(4, 1, 32, 32, generator=g) * 0.5 + 0.3) if method.uses_target else None
         )
-        terms = compute_terms(model, heads, method, source, target, it / steps, it)
+        metrics: dict[str, torch.Tensor] = {}
+        terms = compute_terms(model, heads, method, source, target, it / steps, it, metrics=metrics)
         assert isinstance(terms, dict) and terms, "loss_terms must return a non-empty dict"
         for name, value in terms.items():
             assert isinstance(name, str) and name.isidentifier(), f"bad term name {name!r}"
@@ -61,6 +62,8 @@ def check_method(
                 f"term {name!r} must be a scalar tensor"
             )
             assert math.isfinite(float(value.detach())), f"term {name!r} is not finite"
+        for name, value in metrics.items():
+            assert math.isfinite(float(value)), f"metric {name!r} is not finite"
         optimizer.zero_grad(set_to_none=True)
         total_loss(terms, method.name).backward()
         if it == 0:

@@ -2,7 +2,8 @@
 
 Each step draws a labelled source batch (and, if the method wants it, an
 unlabelled target batch), asks the method for its loss terms, sums them,
-back-propagates, and logs every term by name to ``log.jsonl``.
+back-propagates, and logs every term by name to ``log.jsonl``, with the
+diagnostics the method recorded (``TrainStep.log_metric``) under ``"metrics"``.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def train(
                 tgt.x = _to(tgt.x, device)
                 tgt.y = None if tgt.y is None else tgt.y.to(device)
             with autocast:
-                terms = forward(src, tgt, it / config.iterations, it)
+                terms, metrics = forward(src, tgt, it / config.iterations, it)
             loss = total_loss(terms, method.name)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -164,6 +165,8 @@ def train(
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": round(time.perf_counter() - start, 3),
             }
+            if metrics:
+                record["metrics"] = {k: float(v) for k, v in metrics.items()}
             log.write(json.dumps(record) + "\n")
             progress.update(task, advance=1, terms=_format_terms(record))
             if ddp.any_rank(stop.requested, device) and it + 1 < config.iterations:
@@ -196,11 +199,14 @@ class LossModule(nn.Module):
 
     def forward(
         self, source: Batch, target: Batch | None, progress: float, iteration: int
-    ) -> dict[str, torch.Tensor]:
-        return compute_terms(
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The step's loss terms and the diagnostics the method logged."""
+        metrics: dict[str, torch.Tensor] = {}
+        terms = compute_terms(
             self.model, self.heads, self.method, source, target, progress, iteration,
-            self.seg_loss,
+            self.seg_loss, metrics,
         )  # fmt: skip
+        return terms, metrics
 
 
 def compute_terms(
@@ -212,8 +218,10 @@ def compute_terms(
     progress: float,
     iteration: int,
     seg_loss: str = "bce_dice",
+    metrics: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One step's forward passes and the method's named loss terms."""
+    """One step's forward passes and the method's named loss terms; what the method
+    records with ``step.log_metric`` is added to ``metrics`` when one is given."""
     source_out = model.forward_features(source.x)
     target_out = None
     if target is not None:
@@ -229,6 +237,7 @@ def compute_terms(
         progress=progress,
         iteration=iteration,
         seg_loss=seg_loss,
+        metrics={} if metrics is None else metrics,
     )
     return method.loss_terms(step)
 
@@ -335,8 +344,9 @@ def _truncate_log(run_dir: Path, iteration: int) -> float:
 
 
 def _format_terms(record: dict) -> str:
-    skip = {"iteration", "lr", "seconds"}
-    return "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in skip)
+    skip = {"iteration", "lr", "seconds", "metrics"}
+    shown = {k: v for k, v in record.items() if k not in skip} | record.get("metrics", {})
+    return "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
 
 
 def _progress(enabled: bool) -> Progress:

@@ -27,6 +27,39 @@ def test_builtin_method_trains_through_the_cli(name, tmp_path):
     expected = {"ft": "seg", "mmd": "mmd4", "coral": "coral4", "dann": "dann4",
                 "ynet": "recon_target", "meanteacher": "pseudo_label"}[name]  # fmt: skip
     assert expected in last
+    metrics = {"dann": {"domain_accuracy2", "domain_accuracy3", "domain_accuracy4"},
+               "meanteacher": {"teaching_fraction", "teacher_foreground", "pseudo_foreground",
+                               "source_foreground"}}.get(name)  # fmt: skip
+    assert set(last.get("metrics", {})) == (metrics or set())
+    assert all(0 <= v <= 1 for v in last.get("metrics", {}).values())  # fractions
+
+
+def test_a_step_metric_must_be_a_named_scalar():
+    from emda.method import TrainStep
+
+    step = TrainStep(None, None, None, None, None, None, 0.0, 0)
+    step.log_metric("accuracy", torch.tensor([0.75], requires_grad=True))
+    step.log_metric("share", 0.5)
+    assert step.metrics["accuracy"].shape == () and not step.metrics["accuracy"].requires_grad
+    assert float(step.metrics["share"]) == 0.5
+    with pytest.raises(ValueError, match="identifier"):
+        step.log_metric("not a name", 1.0)
+    with pytest.raises(ValueError, match="scalar"):
+        step.log_metric("accuracy", torch.zeros(3))
+
+
+def test_training_curve_draws_a_metrics_panel_only_when_there_are_metrics(tmp_path):
+    from PIL import Image
+
+    from emda.plots import training_curve
+
+    records = [{"iteration": i, "loss": 1 / i, "seg": 1 / i, "lr": 1e-3, "seconds": i,
+                "metrics": {"domain_accuracy4": 0.5 + 0.1 / i}} for i in range(1, 60)]  # fmt: skip
+    training_curve(records, tmp_path / "with.png")
+    training_curve([{k: v for k, v in r.items() if k != "metrics"} for r in records],
+                   tmp_path / "without.png")  # fmt: skip
+    with_h = Image.open(tmp_path / "with.png").size[1]
+    assert with_h == 2 * Image.open(tmp_path / "without.png").size[1]
 
 
 def test_ynet_export_has_no_reconstruction_decoder(tmp_path):

@@ -39,7 +39,9 @@ def _ranks_stay_in_step(rank: int, init_file: str, result_file: str) -> None:
         source = Batch(torch.rand(2, 1, 32, 32, generator=g),
                        (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float())  # fmt: skip
         target = Batch(torch.rand(2, 1, 32, 32, generator=g))
-        loss = total_loss(forward(source, target, it / 3, it), "dann")
+        terms, metrics = forward(source, target, it / 3, it)
+        assert set(metrics) == {"domain_accuracy2", "domain_accuracy3", "domain_accuracy4"}
+        loss = total_loss(terms, "dann")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -64,8 +64,18 @@ def test_only_confident_teacher_pixels_teach(method_cls, teacher_logit, taught):
     heads = nn.ModuleDict(method.build_heads(model))
     heads["teacher"].net = _Constant(teacher_logit)  # p = 0.5 (unsure) or 0.993 (sure)
     src = Batch(torch.rand(2, 1, 32, 32), torch.zeros(2, 1, 32, 32))
-    terms = compute_terms(model, heads, method, src, Batch(torch.rand(2, 1, 32, 32)), 0.5, 3)
+    metrics = {}
+    terms = compute_terms(
+        model, heads, method, src, Batch(torch.rand(2, 1, 32, 32)), 0.5, 3, metrics=metrics
+    )
     assert (terms["pseudo_label"].item() > 0) is taught
+    share = 1.0 if taught else 0.0  # all pixels teach foreground, or none teach
+    assert {k: v.item() for k, v in metrics.items()} == {
+        "teaching_fraction": share,
+        "teacher_foreground": share,
+        "pseudo_foreground": share,
+        "source_foreground": 0.0,
+    }
     if taught:  # BCE against an all-foreground pseudo-label reaches the network
         terms["pseudo_label"].backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -4,6 +4,7 @@ Each regularised level gets a small per-position domain classifier. The
 classifiers learn to tell source from target; the gradient-reversal layer makes
 the encoder learn features that fool them. The reversal coefficient ramps up
 with Ganin's schedule 2 / (1 + exp(-gamma p)) - 1 over training progress p.
+Each classifier's accuracy is logged as the metric ``domain_accuracy<level>``.
 """
 
 from dataclasses import dataclass, field
@@ -70,6 +71,10 @@ class DANN(Method):
             logits = step.heads[f"domain{level}"](samples.float()).squeeze(1)
             domain = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(logits.device)
             terms[f"dann{level}"] = weight * F.binary_cross_entropy_with_logits(logits, domain)
+            # 0.5: the classifier cannot tell the domains apart, the aim of the reversal
+            step.log_metric(
+                f"domain_accuracy{level}", ((logits > 0).float() == domain).float().mean()
+            )
         return terms
 
 

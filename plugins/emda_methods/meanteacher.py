@@ -17,6 +17,12 @@ The EMA makes the pseudo-labels steadier than the network's own (an ensemble ove
 iterations); the confidence mask keeps an untrained or unsure teacher from
 teaching anything. The teacher is a training-time head: exported models and
 ``emda predict`` hold the trained network alone.
+
+Logged metrics, per step: ``teaching_fraction`` (target pixels confident enough to
+teach), ``teacher_foreground`` (target pixels the teacher calls foreground),
+``pseudo_foreground`` (foreground share of the teaching pixels) and
+``source_foreground`` (of the source labels), to see whether the teacher
+under-segments the target.
 """
 
 import copy
@@ -112,6 +118,13 @@ class MeanTeacher(Method):
             step.target_out.logits.float(), pseudo, reduction="none"
         )
         terms["pseudo_label"] = self.options.weight(step.progress) * (per_pixel * confident).mean()
+        # is the teacher under-segmenting the target? compare its foreground with the source's
+        step.log_metric("teaching_fraction", confident.mean())
+        step.log_metric("teacher_foreground", pseudo.mean())
+        step.log_metric(
+            "pseudo_foreground", (pseudo * confident).sum() / confident.sum().clamp(min=1)
+        )
+        step.log_metric("source_foreground", step.source.y.mean())
         return terms
 
 
