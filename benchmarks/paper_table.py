@@ -378,7 +378,8 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
         curves.setdefault((c["direction"]["name"], c["method"]), {}).setdefault(
             c["semi_fraction"] or 0.0, []
         ).append(100 * r["scores"]["iou"])
-    if any(len(v) > 1 for v in curves.values()):
+    curves = {k: v for k, v in curves.items() if len(v) > 1}  # a lone point is no curve
+    if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for (d, m), by_fraction in sorted(curves.items()):
             fr = sorted(by_fraction)
