@@ -244,6 +244,14 @@ def _local(path: str) -> Path:
     return REPO / path[at:] if at >= 0 else Path(path)
 
 
+def _prediction(result: dict, profile: str) -> Path:
+    """The target-BN prediction of a result: in its key's work directory, where runs
+    that were made elsewhere and adopted, or re-keyed by a harness change, keep it too."""
+    recorded = _local(result["scores"]["prediction"])
+    here = HERE / "work" / profile / result["key"] / recorded.name
+    return here if here.exists() else recorded
+
+
 def _finished(run: Path) -> bool:
     return (run / "checkpoint.pt").exists() and not (run / "state.pt").exists()
 
@@ -254,6 +262,9 @@ def load_results(profile: str) -> list[dict]:
         for f in sorted((HERE / "results" / profile / "runs").glob("*.json"))
     ]
 
+
+# the paper's Figure 4 compares these; a panel per method would not fit a page
+QUALITATIVE_METHODS = ("ft", "dann", "ynet")
 
 DIRECTION_TITLES = {
     "epfl2vnc": "EPFL -> VNC",
@@ -406,9 +417,10 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
             r["config"]["method"]: r
             for r in results
             if r["config"]["direction"]["name"] == d
+            and r["config"]["method"] in QUALITATIVE_METHODS
             and not r["config"]["semi_fraction"]
             and r["config"]["seed"] == 0
-            and _local(r["scores"]["prediction"]).exists()
+            and _prediction(r, out.name).exists()
         }
         if not chosen:
             continue
@@ -416,11 +428,11 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
         start = int(test["z"].split(":")[0]) if test["z"] else 0
         z = start + 2
         preds = {
-            f"{m} (IoU {100 * r['scores']['iou']:.1f})": open_volume(
-                _local(r["scores"]["prediction"])
-            ).read(z)
+            f"{m} (IoU {100 * r['scores']['iou']:.1f})": open_volume(_prediction(r, out.name)).read(
+                z
+            )
             >= 128
-            for m, r in sorted(chosen.items())
+            for m, r in sorted(chosen.items(), key=lambda kv: QUALITATIVE_METHODS.index(kv[0]))
         }
         overlay(
             open_volume(REPO / test["raw"]).read(z),
