@@ -371,3 +371,17 @@ def read_log(run_dir: Path) -> list[dict]:
     lines = text.split("\n")
     complete = lines if text.endswith("\n") else lines[:-1]
     return [json.loads(line) for line in complete if line.strip()]
+
+
+def log_summary(records: list[dict], last: int = 100) -> dict[str, float]:
+    """Each loss term and metric averaged over the last ``last`` logged iterations: how a
+    run ended, steadier than its final, single-batch values."""
+    tail = records[-last:]
+    sums: dict[str, list[float]] = {}
+    for record in tail:
+        flat = {
+            k: v for k, v in record.items() if k not in ("iteration", "lr", "seconds", "metrics")
+        }
+        for name, value in {**flat, **record.get("metrics", {})}.items():
+            sums.setdefault(name, []).append(value)
+    return {name: sum(values) / len(values) for name, values in sums.items()}

@@ -198,6 +198,17 @@ def test_info_describes_volumes_and_runs(trained_run, crops):
     assert vol.exit_code == 0 and "(12, 320, 320)" in vol.output and "4.6" in vol.output
     run = runner.invoke(app, ["info", str(trained_run)])
     assert run.exit_code == 0 and "4 of 4" in run.output and "ft" in run.output
+    assert "last 4 iterations (mean)" in run.output and "seg " in run.output
+
+
+def test_log_summary_averages_terms_and_metrics_over_the_last_iterations():
+    from emda.train import log_summary
+
+    records = [{"iteration": i, "loss": float(i), "seg": 2.0 * i, "lr": 1e-3, "seconds": i,
+                "metrics": {"domain_accuracy4": i / 10}} for i in range(1, 11)]  # fmt: skip
+    assert log_summary(records, last=2) == pytest.approx(
+        {"loss": 9.5, "seg": 19.0, "domain_accuracy4": 0.95}
+    )
 
 
 def test_a_missing_target_is_reported_even_when_the_method_ignores_it(tmp_path):
