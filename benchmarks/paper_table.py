@@ -301,7 +301,7 @@ def report(profile: str) -> str:
     ]
     order = {m: i for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])}
     for (direction, setting, method), row in sorted(
-        rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "unsupervised", kv[0][1],
+        rows.items(), key=lambda kv: (kv[0][0], _label_share(kv[0][1]),
                                       order.get(kv[0][2], 99), kv[0][2])
     ):  # fmt: skip
         paper_row = (direction, setting) == ("epfl2vnc", "unsupervised")
@@ -323,6 +323,11 @@ def report(profile: str) -> str:
     if profile != "smoke":
         _update_readme(profile, table, out)
     return table
+
+
+def _label_share(setting: str) -> float:
+    """Sort key of a setting: "unsupervised" first, then "semi 5%", "semi 15%", ... by share."""
+    return 0.0 if setting == "unsupervised" else float(setting.split()[1].rstrip("%"))
 
 
 def _update_readme(profile: str, table: str, out: Path) -> None:
