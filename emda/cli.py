@@ -747,6 +747,8 @@ def info(
 
     table = Table(show_header=False, title=path)
     p = Path(path)
+    if not p.exists():
+        raise EmdaError(f"{path}: no such file or directory")
     if p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file()):
         ckpt = load_checkpoint(p)
         rows = {

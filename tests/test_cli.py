@@ -199,6 +199,8 @@ def test_info_describes_volumes_and_runs(trained_run, crops):
     run = runner.invoke(app, ["info", str(trained_run)])
     assert run.exit_code == 0 and "4 of 4" in run.output and "ft" in run.output
     assert "last 4 iterations (mean)" in run.output and "seg " in run.output
+    missing = runner.invoke(app, ["info", "no_such_run"])
+    assert missing.exit_code == 1 and "no_such_run: no such file or directory" in missing.output
 
 
 def test_log_summary_averages_terms_and_metrics_over_the_last_iterations():
