@@ -742,7 +742,7 @@ def info(
     """Describe a volume (shape, dtype, voxel size, intensities) or a run's checkpoint."""
     from emda.checkpoint import load_checkpoint
     from emda.normalization import Normalization
-    from emda.train import log_summary, read_log
+    from emda.train import SUMMARY_ITERATIONS, log_summary, read_log
     from emda.volume import open_volume
 
     table = Table(show_header=False, title=path)
@@ -764,7 +764,7 @@ def info(
         records = read_log(p if p.is_dir() else p.parent)
         if records:
             ended = log_summary(records)
-            rows[f"last {min(len(records), 100)} iterations (mean)"] = "  ".join(
+            rows[f"last {min(len(records), SUMMARY_ITERATIONS)} iterations (mean)"] = "  ".join(
                 f"{k} {v:.4g}" for k, v in ended.items()
             )
             rows["training time"] = f"{records[-1]['seconds'] / 60:.1f} min"

@@ -29,8 +29,9 @@ def check_method(
     dataclass whose defaults construct), that every loss term is a finite
     scalar and every logged metric finite, that the summed loss reaches the
     network's parameters and every head's trainable parameters (a frozen head,
-    e.g. an EMA teacher, is exempt), and that a few optimiser steps stay finite. Returns the last
-    step's terms. Raises AssertionError with a message on the first failure.
+    e.g. an EMA teacher, is exempt), and that a few optimiser steps stay
+    finite. Returns the last step's terms. Raises AssertionError with a
+    message on the first failure.
     """
     assert issubclass(method_cls, Method), f"{method_cls!r} is not an emda.Method subclass"
     assert method_cls.name, f"{method_cls.__name__}.name is empty"

@@ -343,10 +343,14 @@ def _truncate_log(run_dir: Path, iteration: int) -> float:
     return float(kept[-1]["seconds"]) if kept else 0.0
 
 
+def logged_values(record: dict) -> dict[str, float]:
+    """A log record's loss terms (``loss`` first) and method metrics, without bookkeeping."""
+    skip = ("iteration", "lr", "seconds", "metrics")
+    return {k: v for k, v in record.items() if k not in skip} | record.get("metrics", {})
+
+
 def _format_terms(record: dict) -> str:
-    skip = {"iteration", "lr", "seconds", "metrics"}
-    shown = {k: v for k, v in record.items() if k not in skip} | record.get("metrics", {})
-    return "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+    return "  ".join(f"{k} {v:.4f}" for k, v in logged_values(record).items())
 
 
 def _progress(enabled: bool) -> Progress:
@@ -373,15 +377,14 @@ def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in complete if line.strip()]
 
 
-def log_summary(records: list[dict], last: int = 100) -> dict[str, float]:
+SUMMARY_ITERATIONS = 100
+
+
+def log_summary(records: list[dict], last: int = SUMMARY_ITERATIONS) -> dict[str, float]:
     """Each loss term and metric averaged over the last ``last`` logged iterations: how a
     run ended, steadier than its final, single-batch values."""
-    tail = records[-last:]
     sums: dict[str, list[float]] = {}
-    for record in tail:
-        flat = {
-            k: v for k, v in record.items() if k not in ("iteration", "lr", "seconds", "metrics")
-        }
-        for name, value in {**flat, **record.get("metrics", {})}.items():
+    for record in records[-last:]:
+        for name, value in logged_values(record).items():
             sums.setdefault(name, []).append(value)
     return {name: sum(values) / len(values) for name, values in sums.items()}
