@@ -124,11 +124,15 @@ def emda(*args: str, log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_one(profile: str, direction: Direction, method: str, seed: int, semi: float | None) -> dict:
+def run_one(
+    profile: str, direction: Direction, method: str, seed: int, semi: float | None,
+    planes: str = "xy",
+) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
     default), each scored on the target test set; ``semi`` finetunes the latter on that
-    fraction of the target training labels and scores the result."""
+    fraction of the target training labels and scores the result. ``planes``: ``emda
+    predict --planes``; the trained models are shared by every choice."""
     p = PROFILES[profile]
     config = {
         "profile": profile,
@@ -139,12 +143,15 @@ def run_one(profile: str, direction: Direction, method: str, seed: int, semi: fl
         "semi_fraction": semi,
         "harness": 2,  # 2: every row scored as trained and with target batch-norm statistics
     }
+    if planes != "xy":  # slice-wise rows keep the keys they had before --planes existed
+        config["planes"] = planes
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     # the adapted model is shared by the unsupervised and the semi-supervised rows
-    adapted = HERE / "work" / profile / config_key({**config, "semi_fraction": None})
+    trained_config = {k: v for k, v in config.items() if k != "planes"}
+    adapted = HERE / "work" / profile / config_key({**trained_config, "semi_fraction": None})
     adapted.mkdir(parents=True, exist_ok=True)
     train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
              "--seed", str(seed), "--quiet", "--overwrite"]  # fmt: skip
@@ -170,17 +177,20 @@ def run_one(profile: str, direction: Direction, method: str, seed: int, semi: fl
         ft = ["finetune", str(recalibrated), "--target", tr.raw, "--target-labels", tr.labels,
               "--fraction", str(semi), "--out", str(work / "run"), *train, *target_z,
               "--iterations", str(p["finetune_iterations"])]  # fmt: skip
-        times["finetune"] = emda(*ft, log=log)
+        if not _finished(work / "run"):  # shared by the rows that differ in --planes only
+            times["finetune"] = emda(*ft, log=log)
         scored = {"scores": work / "run"}
     else:
         scored = {"scores_as_trained": trained, "scores": recalibrated}
     result = {"key": key, "config": config}
+    tag = "" if planes == "xy" else f"_{planes}"
     for field, model in scored.items():
-        prob = model.parent / f"{model.name}_prob.tif"
+        prob = model.parent / f"{model.name}{tag}_prob.tif"
         times[f"predict_{model.name}"] = emda("predict", str(model), te.raw, "--output", str(prob),
                                               "--tile-size", str(p["tile_size"]), "--quiet",
-                                              "--overwrite", log=log)  # fmt: skip
-        scores = model.parent / f"{model.name}_scores.json"
+                                              "--planes", planes, "--overwrite",
+                                              log=log)  # fmt: skip
+        scores = model.parent / f"{model.name}{tag}_scores.json"
         evaluate = ["evaluate", str(prob), "--labels", te.labels, "--json", str(scores),
                     "--overwrite"]  # fmt: skip
         evaluate += ["--z-range", te.z] if te.z else []
@@ -283,6 +293,7 @@ def report(profile: str) -> str:
     for r in results:
         c = r["config"]
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
+        setting += f", {c['planes']} planes" if "planes" in c else ""
         row = rows.setdefault((c["direction"]["name"], setting, c["method"]), {})
         for field in ("scores_as_trained", "scores"):
             if field in r:
@@ -327,7 +338,8 @@ def report(profile: str) -> str:
 
 def _label_share(setting: str) -> float:
     """Sort key of a setting: "unsupervised" first, then "semi 5%", "semi 15%", ... by share."""
-    return 0.0 if setting == "unsupervised" else float(setting.split()[1].rstrip("%"))
+    share = 0.0 if setting.startswith("unsupervised") else float(setting.split()[1].rstrip("%,"))
+    return share + (0.5 if "planes" in setting else 0.0)  # after its slice-wise row
 
 
 def _update_readme(profile: str, table: str, out: Path) -> None:
@@ -388,6 +400,7 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
     plt.close(fig)
 
     # IoU against the fraction of target labels (the paper's Figure 3); 0 = unsupervised
+    results = [r for r in results if "planes" not in r["config"]]  # slice-wise rows only
     curves: dict[tuple, dict[float, list[float]]] = {}
     for r in results:
         c = r["config"]
@@ -464,6 +477,12 @@ def main() -> None:
         help="also finetune on these fractions of target labels (e.g. 0.15 or 0.05,0.15,0.5,1)",
     )
     parser.add_argument(
+        "--planes",
+        choices=["xy", "ortho"],
+        default="xy",
+        help="run: `emda predict --planes` for the scored predictions (the models are shared)",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="run: skip the report (for several runs side by side)",
@@ -486,7 +505,7 @@ def main() -> None:
                     fractions = [float(f) for f in args.semi.split(",") if f]
                     fractions = [] if name == "epfl2epfl" else fractions
                     for semi in [None, *fractions]:
-                        r = run_one(args.profile, dirs[name], method, seed, semi)
+                        r = run_one(args.profile, dirs[name], method, seed, semi, args.planes)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
                             f"IoU {r['scores']['iou']:.4f}",

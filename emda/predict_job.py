@@ -40,6 +40,7 @@ class PredictJob:
     mask_path: str | None
     threshold: float
     threads: int | None = None  # torch threads in a worker process
+    axes: tuple[int, int, int] = (0, 1, 2)  # the plane stack predicted (emda.planes)
 
 
 # one job per process at a time: (predictor, input volume, {kind: output array})
@@ -76,7 +77,8 @@ def _load(job, predictor, volume, outputs):
                 model, resolve_device(job.device), job.tile_size, job.overlap, job.batch_size,
                 job.blend, tta=job.tta,
             )  # fmt: skip
-        volume = volume if volume is not None else open_volume(job.input, job.key, job.voxel_size)
+        if volume is None:
+            volume = open_volume(job.input, job.key, job.voxel_size).permuted(job.axes)
         if outputs is None:
             outputs = {
                 kind: zarr.open_array(path, mode="r+")
@@ -96,13 +98,17 @@ def run_block(job: PredictJob, block: Block) -> str:
     prob = predictor.predict_slice(IntensityRange(*job.intensity).apply(image))[block.inner]
     region = (block.z, block.y, block.x)
     if "prob" in outputs:
-        if job.prob_dtype == "uint8":
-            outputs["prob"][region] = np.round(prob * 255).astype(np.uint8)
-        else:
-            outputs["prob"][region] = prob.astype(np.float32)
+        outputs["prob"][region] = encode_prob(prob, job.prob_dtype)
     if "mask" in outputs:
         outputs["mask"][region] = (prob >= job.threshold).astype(np.uint8)
     return block.key
+
+
+def encode_prob(prob: np.ndarray, prob_dtype: str) -> np.ndarray:
+    """Probabilities as stored: uint8 holds round(255 p)."""
+    if prob_dtype == "uint8":
+        return np.round(prob * 255).astype(np.uint8)
+    return prob.astype(np.float32)
 
 
 def release() -> None:

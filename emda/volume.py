@@ -84,6 +84,74 @@ class Volume:
             index = (index,)
         return self.read(*index)
 
+    def permuted(self, axes: tuple[int, int, int]) -> Volume:
+        """The volume with its axes reordered (``(1, 0, 2)``: slices along y, each a
+        (z, x) plane), read lazily; voxel sizes follow their axes."""
+        if tuple(axes) == (0, 1, 2):
+            return self
+        if self.array.ndim != 3:
+            raise EmdaError(f"{self.path}: a 2D image has no planes other than (y, x)")
+        voxel = None if self.voxel_size is None else tuple(self.voxel_size[a] for a in axes)
+        return Volume(permute(self.array, axes), self.path, voxel, self.transform)  # type: ignore[arg-type]
+
+
+class PermutedArray:
+    """A 3D array (zarr or numpy) seen with its axes reordered; indexing reads only the
+    region asked for, so a transposed zarr array stays on disk."""
+
+    ndim = 3
+    #: a single plane is read as part of a slab of this many, kept for the next planes: a
+    #: (z, x) plane of a volume chunked by z-slices would otherwise decompress every chunk
+    SLAB = 32
+
+    def __init__(self, array: Any, axes: tuple[int, int, int]) -> None:
+        self.array, self.axes = array, tuple(axes)
+        self._slab: tuple[tuple, np.ndarray] | None = None  # (what was read, the data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[a] for a in self.axes)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        index = index + (slice(None),) * (3 - len(index))
+        if isinstance(index[0], (int, np.integer)):
+            plane = int(index[0]) % self.shape[0]
+            start = plane - plane % self.SLAB
+            key = (start, *(_hashable(i) for i in index[1:]))
+            slab = self._slab  # one read of the attribute: threads may replace it
+            if slab is None or slab[0] != key:
+                stop = min(start + self.SLAB, self.shape[0])
+                slab = (key, self._read((slice(start, stop), *index[1:])))
+                self._slab = slab
+            return slab[1][plane - start]
+        return self._read(index)
+
+    def _read(self, index: tuple) -> np.ndarray:
+        source: list = [slice(None)] * 3
+        for view_axis, axis in enumerate(self.axes):
+            source[axis] = index[view_axis]
+        block = np.asarray(self.array[tuple(source)])
+        # the block's axes are the kept source axes in source order; put them in view order
+        kept = [a for a in self.axes if isinstance(source[a], slice)]
+        order = sorted(kept)
+        return block.transpose([order.index(a) for a in kept])
+
+
+def _hashable(index):
+    return (index.start, index.stop, index.step) if isinstance(index, slice) else index
+
+
+def permute(array: Any, axes: tuple[int, int, int]) -> Any:
+    """``array`` seen with ``axes`` reordered: a numpy view, or a lazy :class:`PermutedArray`."""
+    if isinstance(array, np.ndarray):
+        return array.transpose(axes)
+    return PermutedArray(array, axes)
+
 
 def split_address(path: str | os.PathLike, key: str | None = None) -> tuple[Path, str | None]:
     """``a/b.zarr/raw/s0`` -> (``a/b.zarr``, ``raw/s0``); TIFF paths pass through."""

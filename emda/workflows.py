@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +26,17 @@ from emda.method import Method, Supervised
 from emda.model import UNet, UNetConfig
 from emda.normalization import Normalization, NormalizeMode
 from emda.options import options_to_dict, parse_options
+from emda.planes import (
+    PLANE_AXES,
+    Planes,
+    combine_regions,
+    is_isotropic,
+    mean_of_planes,
+    region_key,
+    resolve_planes,
+)
 from emda.plots import training_curve
-from emda.predict_job import PredictJob, run_block
+from emda.predict_job import PredictJob, encode_prob, run_block
 from emda.predict_job import load as load_job
 from emda.predict_job import release as release_job
 from emda.registry import load_registry
@@ -51,6 +63,8 @@ log = logging.getLogger("emda")
 CONFIG_NAME = "config.toml"
 CURVE_NAME = "training_curve.png"
 RUN_FILES = (CHECKPOINT_NAME, STATE_NAME, LOG_NAME, CONFIG_NAME, CURVE_NAME)
+STACK_CHUNK = 256  # (y, x) chunk edge of a plane stack: averaging reads it across its slices
+COMBINE_DEPTH = 32  # slices averaged at a time: memory is this x one output chunk per stack
 
 
 @dataclass
@@ -356,6 +370,7 @@ def predict(
     scheduler: str | None = None,
     workers: int | None = None,
     threads: int | None = None,
+    planes: str = Planes.xy,
 ) -> dict:
     """Write foreground probabilities and/or a mask for a volume of any size.
 
@@ -365,7 +380,8 @@ def predict(
     processes; the output is the same as a single process's. With ``resume``, blocks an
     interrupted run of the same command finished are kept and not predicted again.
     ``threads``: torch threads per Dask worker (default: a local cluster shares this
-    machine's cores evenly).
+    machine's cores evenly). ``planes`` (:mod:`emda.planes`): ``ortho`` predicts the
+    (y, x), (z, x) and (z, y) plane stacks and averages them.
     """
     if output is None and mask is None:
         raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
@@ -393,6 +409,14 @@ def predict(
             check_output(path, overwrite, option)
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
+    stacks = resolve_planes(planes, volume)
+    if len(stacks) > 1 and not is_isotropic(volume.voxel_size):
+        log.warning(
+            "%s: voxel size %s is not isotropic (or unknown); --planes ortho shows the "
+            "network stretched (z, y) and (z, x) planes",
+            input_path,
+            volume.voxel_size,
+        )
     model = ckpt.build_model()
     predictor = SlidingWindowPredictor(
         model, device, tile_size, overlap, batch_size, blend, tta=tta
@@ -421,9 +445,12 @@ def predict(
         "intensity": [intensity.low, intensity.high],
         "block_size": block_size,
         "halo": halo,
+        "planes": list(stacks),
     }
     chunks = output_chunks(volume.shape, block_size)
-    writers = {}
+    writers: dict[str, VolumeWriter] = {}
+    # ortho: each plane stack's probabilities (float32, in its own axis order) until averaged
+    stack_writers: dict[str, VolumeWriter] = {}
     try:
         if output:
             attrs = {"emda_kind": "probability"}
@@ -437,12 +464,19 @@ def predict(
             writers["mask"] = VolumeWriter(mask, volume.shape, "uint8", voxel, overwrite, chunks,
                                            attrs=attrs, job=job_mask, resume=resume,
                                            pyramid=pyramid)  # fmt: skip
+        if len(stacks) > 1:
+            base = next(iter(writers.values())).path  # out.tif -> out.tif.xz.emda-partial.zarr
+            for plane in stacks:
+                shape = volume.permuted(PLANE_AXES[plane]).shape
+                stack_writers[plane] = VolumeWriter(
+                    f"{base}.{plane}.zarr", shape, "float32", None,
+                    overwrite, (1, min(shape[1], STACK_CHUNK), min(shape[2], STACK_CHUNK)),
+                    job={**fingerprint, "plane": plane}, resume=resume,
+                )  # fmt: skip
     except BaseException:
-        for writer in writers.values():
+        for writer in [*writers.values(), *stack_writers.values()]:
             writer.abort()
         raise
-    skip = set.intersection(*(w.done for w in writers.values()))
-    blocks = [b for b in plan_blocks(volume.shape, block_size, halo) if b.key not in skip]
     job = PredictJob(
         checkpoint=str(ckpt_file.resolve()),
         input=str(Path(input_path).resolve()),
@@ -460,39 +494,76 @@ def predict(
         mask_path=str(writers["mask"].partial.resolve()) if "mask" in writers else None,
         threshold=threshold,
     )
-    total, finished = len(blocks) + len(skip), len(skip)
+    skip = set.intersection(*(w.done for w in writers.values()))
+    # one pass per plane stack: (job, the writers its blocks finish, their arrays, blocks)
+    passes: list[tuple[PredictJob, list[VolumeWriter], dict, list]] = []
+    if stack_writers:
+        for plane, writer in stack_writers.items():
+            stack_job = dataclasses.replace(
+                job, axes=PLANE_AXES[plane], prob_path=str(writer.partial.resolve()),
+                prob_dtype="float32", mask_path=None,
+            )  # fmt: skip
+            # window by window, plane after plane: consecutive planes come from one slab read
+            blocks = sorted(plan_blocks(writer.shape, block_size, halo),
+                            key=lambda b: (b.y.start, b.x.start, b.z))  # fmt: skip
+            passes.append((stack_job, [writer], {"prob": writer.array}, blocks))
+        regions = combine_regions(volume.shape, chunks, COMBINE_DEPTH)
+    else:
+        arrays = {kind: w.array for kind, w in writers.items()}
+        blocks = plan_blocks(volume.shape, block_size, halo)
+        passes.append((job, list(writers.values()), arrays, blocks))
+        regions = []
+    total = sum(len(p[-1]) for p in passes) + len(regions)
+    passes = [
+        (*p[:-1], [b for b in p[-1] if not all(b.key in w.done for w in p[1])]) for p in passes
+    ]
+    regions = [r for r in regions if region_key(r) not in skip]
+    finished = total - sum(len(p[-1]) for p in passes) - len(regions)
 
-    def block_done(block_key: str) -> None:
+    def done(marks: list[VolumeWriter], block_key: str) -> None:
         nonlocal finished
-        for writer in writers.values():
+        for writer in marks:
             writer.mark_done(block_key)
         finished += 1
         if progress is not None:
             progress(finished, total)
 
+    every = [*writers.values(), *stack_writers.values()]
     start = time.perf_counter()
     try:
         with StopOnInterrupt() as stop:
-            if distributed:
-                with dask_client(scheduler, workers) as client:
-                    spread = worker_job(job, scheduler, workers, threads)
-                    run_blocks_on_dask(spread, blocks, client, block_done, stop)
-            else:
-                outputs = {kind: w.array for kind, w in writers.items()}
-                load_job(job, predictor, volume, outputs)
-                try:
-                    for block in blocks:
-                        block_done(run_block(job, block))
-                        if stop.requested:  # Ctrl-C: stop between blocks, finished ones kept
-                            raise KeyboardInterrupt
-                finally:
-                    release_job()
+            with dask_client(scheduler, workers) if distributed else nullcontext() as client:
+                for pass_job, marks, arrays, blocks in passes:
+                    if client is not None:
+                        spread = worker_job(pass_job, scheduler, workers, threads)
+                        run_blocks_on_dask(spread, blocks, client, partial(done, marks), stop)
+                        continue
+                    load_job(pass_job, predictor, volume.permuted(pass_job.axes), arrays)
+                    try:
+                        for block in blocks:
+                            done(marks, run_block(pass_job, block))
+                            if stop.requested:  # Ctrl-C: stop between blocks, finished ones kept
+                                raise KeyboardInterrupt
+                    finally:
+                        release_job()
+            stacks_read = {plane: w.array for plane, w in stack_writers.items()}
+            for region in regions:
+                prob = mean_of_planes(stacks_read, region)
+                if "prob" in writers:
+                    writers["prob"].array[region] = encode_prob(prob, prob_dtype)
+                if "mask" in writers:
+                    writers["mask"].array[region] = (prob >= threshold).astype(np.uint8)
+                done(list(writers.values()), region_key(region))
+                if stop.requested:
+                    raise KeyboardInterrupt
             for writer in writers.values():
                 writer.commit()
+            for writer in stack_writers.values():
+                writer.abort(keep=False)
     except KeyboardInterrupt:
-        for writer in writers.values():
+        for writer in every:
             writer.abort()
-        kept = [str(w.partial) for w in writers.values() if w.partial.exists()]
+        kept = [str(w.partial) for w in every if w.partial.exists()]
         raise Interrupted(
             "interrupted; "
             + (f"finished blocks are kept in {', '.join(kept)}: " if kept else "")
@@ -500,13 +571,14 @@ def predict(
         ) from None
     except BaseException as exc:
         # bad input: the partial output is of no use; a crash: keep it to resume
-        for writer in writers.values():
+        for writer in every:
             writer.abort(keep=not isinstance(exc, EmdaError))
         raise
     seconds = time.perf_counter() - start
     return {
         "input": input_path,
         "shape": volume.shape,
+        "planes": list(stacks),
         "seconds": seconds,
         "voxels_per_second": float(np.prod(volume.shape)) / seconds,
         "intensity_range": [intensity.low, intensity.high],
