@@ -113,6 +113,10 @@ CASES = [
     Case("--pyramid with a TIFF output", f"{PRED} {{d}}/tiny.tif {OUT} --pyramid 2", 1,
          "--pyramid 2"),
     Case("--workers 0", f"{PRED} {{d}}/tiny.tif {OUT} --workers 0", 1, "--workers 0"),
+    Case("--planes ortho on a 2D image", f"{PRED} {{d}}/twod.tif {OUT} --planes ortho", 1,
+         "twod.tif is a 2D image"),
+    Case("unknown --planes (typer)", f"{PRED} {{d}}/tiny.tif {OUT} --planes zx", 2,
+         "Invalid value"),
     Case("--scheduler with --workers", f"{PRED} {{d}}/tiny.tif {OUT} --workers 2 --scheduler "
          "tcp://127.0.0.1:1", 1, "--scheduler and --workers"),
     Case("threshold outside [0, 1]", f"{PRED} {{d}}/tiny.tif {OUT} --mask {{o}}/m.tif "
