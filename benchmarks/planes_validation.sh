@@ -4,7 +4,7 @@
 # EPFL train slices z 110-164 predicted slice by slice (xy) and averaged over the three
 # orthogonal planes (ortho), both scored. Writes benchmarks/results/planes_validation/.
 #
-#   bash benchmarks/planes_validation.sh     # about 25 min training + 25 min predicting, 2 cores
+#   bash benchmarks/planes_validation.sh     # measured times in results/planes_validation/timings.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
