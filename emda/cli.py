@@ -544,7 +544,8 @@ def predict(
         Planes,
         typer.Option(
             help="xy: segment (y, x) slices; ortho: also the (z, x) and (z, y) planes, "
-            "averaged (3x the time; isotropic volumes, a model trained on that microscope).",
+            "averaged (three predictions; for isotropic volumes and a model trained on that "
+            "microscope).",
             rich_help_panel="Window",
         ),
     ] = Planes.xy,

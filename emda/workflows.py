@@ -513,12 +513,13 @@ def predict(
         blocks = plan_blocks(volume.shape, block_size, halo)
         passes.append((job, list(writers.values()), arrays, blocks))
         regions = []
-    total = sum(len(p[-1]) for p in passes) + len(regions)
-    passes = [
-        (*p[:-1], [b for b in p[-1] if not all(b.key in w.done for w in p[1])]) for p in passes
+    total = sum(len(blocks) for *_, blocks in passes) + len(regions)
+    passes = [  # a resumed run skips the blocks its writers finished
+        (pass_job, marks, arrays, [b for b in blocks if not all(b.key in w.done for w in marks)])
+        for pass_job, marks, arrays, blocks in passes
     ]
     regions = [r for r in regions if region_key(r) not in skip]
-    finished = total - sum(len(p[-1]) for p in passes) - len(regions)
+    finished = total - sum(len(blocks) for *_, blocks in passes) - len(regions)
 
     def done(marks: list[VolumeWriter], block_key: str) -> None:
         nonlocal finished
