@@ -30,8 +30,8 @@ from emda.planes import (
     PLANE_AXES,
     Planes,
     combine_regions,
-    is_isotropic,
     mean_of_planes,
+    ortho_warnings,
     region_key,
     resolve_planes,
 )
@@ -410,13 +410,9 @@ def predict(
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
     stacks = resolve_planes(planes, volume)
-    if len(stacks) > 1 and not is_isotropic(volume.voxel_size):
-        log.warning(
-            "%s: voxel size %s is not isotropic (or unknown); --planes ortho shows the "
-            "network stretched (z, y) and (z, x) planes",
-            input_path,
-            volume.voxel_size,
-        )
+    if len(stacks) > 1:
+        for message in ortho_warnings(str(input_path), volume.voxel_size, ckpt.voxel_size):
+            log.warning("%s", message)
     model = ckpt.build_model()
     predictor = SlidingWindowPredictor(
         model, device, tile_size, overlap, batch_size, blend, tta=tta

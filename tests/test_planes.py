@@ -17,7 +17,7 @@ from emda.checkpoint import load_checkpoint
 from emda.cli import app
 from emda.errors import EmdaError
 from emda.inference import SlidingWindowPredictor
-from emda.planes import combine_regions, is_isotropic, resolve_planes
+from emda.planes import combine_regions, is_isotropic, ortho_warnings, resolve_planes
 from emda.volume import PermutedArray, Volume, open_volume, write_volume
 
 from .conftest import CROPS, adapt_on_crops
@@ -41,6 +41,16 @@ def test_bad_planes_are_one_line_errors():
     flat = Volume(np.zeros((9, 9), np.uint8), "image.tif", (5.0, 5.0, 5.0))
     with pytest.raises(EmdaError, match="image.tif is a 2D image"):
         resolve_planes("ortho", flat)
+
+
+def test_ortho_warns_about_anisotropic_volumes_and_models_trained_on_sections():
+    assert ortho_warnings("v.tif", (5.0, 5.0, 5.0), (5.0, 5.0, 5.0)) == []
+    assert ortho_warnings("v.tif", (5.0, 5.0, 5.0), None) == []  # model's data unknown
+    volume, model = ortho_warnings("v.tif", None, (50.0, 4.6, 4.6))
+    assert "v.tif" in volume and "not isotropic" in volume
+    assert "(50.0, 4.6, 4.6)" in model and "anisotropic" in model
+    [model_only] = ortho_warnings("v.tif", (5.0, 5.0, 5.0), (50.0, 4.6, 4.6))
+    assert "trained on" in model_only
 
 
 @pytest.mark.parametrize("axes", [(1, 0, 2), (2, 0, 1), (2, 1, 0)])
