@@ -545,7 +545,8 @@ def predict(
         typer.Option(
             help="xy: segment (y, x) slices; ortho: also the (z, x) and (z, y) planes, "
             "averaged (three predictions; for isotropic volumes and a model trained on that "
-            "microscope).",
+            "microscope); auto: ortho when the volume's voxels and those the model was "
+            "trained on (its checkpoint) are both isotropic, else xy.",
             rich_help_panel="Window",
         ),
     ] = Planes.xy,

@@ -27,6 +27,8 @@ from emda.volume import Volume, VoxelSize, permute
 class Planes(str, Enum):
     xy = "xy"
     ortho = "ortho"
+    #: ortho where the measurements say it helps, else xy (:func:`resolve_planes`)
+    auto = "auto"
 
 
 #: each plane stack as an axis order: the stack's slices are the first axis
@@ -60,13 +62,25 @@ def ortho_warnings(
     return messages
 
 
-def resolve_planes(planes: str | Planes, volume: Volume) -> tuple[str, ...]:
-    """The plane stacks to predict: ``("xy",)`` or ``("xy", "xz", "yz")``."""
+def resolve_planes(
+    planes: str | Planes, volume: Volume, trained_on: VoxelSize | None = None
+) -> tuple[str, ...]:
+    """The plane stacks to predict: ``("xy",)`` or ``("xy", "xz", "yz")``.
+
+    ``auto`` reads only metadata, no labels: all three stacks when the volume is a 3D
+    stack of isotropic voxels and the model (``trained_on``: its checkpoint's voxel size)
+    was trained on isotropic voxels too, the case where averaging gained 4-5 IoU points
+    on EPFL; slices otherwise (anisotropic volume, or a model that never saw a (z, x)
+    plane: there it lost 2-6 points)."""
     try:
         choice = Planes(planes)
     except ValueError:
         names = ", ".join(p.value for p in Planes)
         raise EmdaError(f"--planes {planes}: must be one of {names}") from None
+    if choice is Planes.auto:
+        volumetric = volume.shape[0] > 1
+        both_isotropic = is_isotropic(volume.voxel_size) and is_isotropic(trained_on)
+        choice = Planes.ortho if volumetric and both_isotropic else Planes.xy
     if choice is Planes.xy:
         return ("xy",)
     if volume.shape[0] == 1:

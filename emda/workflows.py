@@ -409,8 +409,8 @@ def predict(
             check_output(path, overwrite, option)
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
-    stacks = resolve_planes(planes, volume)
-    if len(stacks) > 1:
+    stacks = resolve_planes(planes, volume, ckpt.voxel_size)
+    if len(stacks) > 1 and Planes(planes) is Planes.ortho:
         for message in ortho_warnings(str(input_path), volume.voxel_size, ckpt.voxel_size):
             log.warning("%s", message)
     model = ckpt.build_model()

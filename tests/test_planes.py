@@ -35,8 +35,19 @@ def test_ortho_predicts_three_plane_stacks_and_xy_one():
     assert not is_isotropic(None)
 
 
+def test_auto_averages_planes_only_for_isotropic_volumes_and_models():
+    cube, stack = _volume((16, 64, 64), (5.0, 5.0, 5.0)), _volume((16, 64, 64), (50.0, 5.0, 5.0))
+    flat = Volume(np.zeros((9, 9), np.uint8), "image.tif", (5.0, 5.0, 5.0))
+    assert resolve_planes("auto", cube, (5.0, 5.0, 5.0)) == ("xy", "xz", "yz")
+    assert resolve_planes("auto", cube, (50.0, 4.6, 4.6)) == ("xy",)  # trained on sections
+    assert resolve_planes("auto", cube, None) == ("xy",)  # what it was trained on is unknown
+    assert resolve_planes("auto", stack, (5.0, 5.0, 5.0)) == ("xy",)  # anisotropic volume
+    assert resolve_planes("auto", _volume((16, 64, 64), None), (5.0, 5.0, 5.0)) == ("xy",)
+    assert resolve_planes("auto", flat, (5.0, 5.0, 5.0)) == ("xy",)  # 2D image: no error
+
+
 def test_bad_planes_are_one_line_errors():
-    with pytest.raises(EmdaError, match="--planes zx: must be one of xy, ortho"):
+    with pytest.raises(EmdaError, match="--planes zx: must be one of xy, ortho, auto"):
         resolve_planes("zx", _volume((4, 4, 4), None))
     flat = Volume(np.zeros((9, 9), np.uint8), "image.tif", (5.0, 5.0, 5.0))
     with pytest.raises(EmdaError, match="image.tif is a 2D image"):
@@ -159,9 +170,10 @@ def test_killed_ortho_prediction_resumes_to_the_uninterrupted_result(setup, tmp_
     np.testing.assert_array_equal(open_volume(whole).read(), open_volume(out).read())
 
 
-def test_ortho_on_local_dask_workers_matches_one_process(setup, tmp_path):
+def test_ortho_on_local_dask_workers_matches_one_process_with_auto(setup, tmp_path):
     pytest.importorskip("dask.distributed", reason="dask[distributed] absent")
-    single = subprocess.run(_predict(setup, tmp_path / "one.tif"))
+    # auto picks ortho here: the cube and the model's training crops are 5 nm isotropic
+    single = subprocess.run(_predict(setup, tmp_path / "one.tif", "--planes", "auto"))
     spread = subprocess.run(_predict(setup, tmp_path / "two.tif", "--workers", "2"))  # fmt: skip
     assert single.returncode == spread.returncode == 0
     np.testing.assert_array_equal(open_volume(tmp_path / "one.tif").read(),
@@ -178,3 +190,8 @@ def test_slices_stay_the_default_and_anisotropic_ortho_warns(setup, tmp_path):
                                capture_output=True, text=True)  # fmt: skip
     assert stretched.returncode == 0, stretched.stderr
     assert "not isotropic" in stretched.stderr
+    auto = _predict(setup, tmp_path / "r.tif", "--voxel-size", "50,5,5", "--planes", "auto")
+    sections = subprocess.run(auto, capture_output=True, text=True)
+    assert sections.returncode == 0, sections.stderr
+    assert "(xy planes" in " ".join(sections.stderr.split())
+    assert "not isotropic" not in sections.stderr  # auto chose slices: nothing to warn about
