@@ -7,7 +7,7 @@ gives each voxel three views with different context and removes the slice-to-sli
 jitter of a purely 2D prediction. For sections much thicker than their pixels (ssTEM,
 SBEM) the other planes are stretched images the network never saw.
 
-Measured on EPFL FIB-SEM (README, "Predicting isotropic volumes in three planes"): it
+Measured on EPFL FIB-SEM (README, "Three planes on isotropic volumes"): it
 helps a network that segments the volume's own (z, x) and (z, y) planes nearly as well
 as its slices (trained on that microscope), and hurts one that does not (trained on
 another microscope: its (z, x) planes are far worse). So slices stay the default.
