@@ -1,7 +1,7 @@
 """Regenerate Roels et al.'s table (IoU on the target test set) with emda's CLI.
 
     python benchmarks/paper_table.py run    --profile cpu [--directions ...] [--methods ...]
-                                            [--seeds 0,1,2] [--semi 0.15]
+                                            [--seeds 0,1,2] [--semi 0.15] [--opt NAME=VALUE]
     python benchmarks/paper_table.py report --profile cpu
     python benchmarks/paper_table.py adopt  --profile cpu --directions D --methods M --seeds S RUN
 
@@ -69,6 +69,47 @@ PAPER = {"ft": 28.70, "mmd": 44.96, "coral": 40.28, "dann": 49.90, "ynet": 49.55
 DA_ISC_VNC_TO_LUCCHI = 68.65  # the later anchor for VNC -> EPFL
 
 
+# The method options every row had before options entered the key. A row whose
+# options differ from these (by --opt, or because a default changed since) records the
+# difference under "opt" in its configuration, so it gets its own key, never an old run.
+KEYED_WITHOUT_OPTIONS = {
+    "ft": {},
+    "mmd": {"lambdas": [0.0, 0.0, 0.1, 0.3, 1.0], "samples": 256},
+    "coral": {"lambdas": [0.0, 0.0, 10.0, 30.0, 100.0], "samples": 256},
+    "dann": {"lambdas": [0.0, 0.0, 0.01, 0.03, 0.1], "samples": 256, "hidden": 64,
+             "gamma": 10.0, "schedule": True, "classifier": "position"},
+    "ynet": {"lambda_source": 1.0, "lambda_target": 1.0},
+    "meanteacher": {"lambda_consistency": 1.0, "ema": 0.99, "confidence": 0.9, "rampup": 0.25},
+}  # fmt: skip
+
+
+def method_options(method: str, assignments: list[str]) -> dict:
+    """The options ``emda adapt --method METHOD --opt ...`` would train with."""
+    from emda.errors import EmdaError
+    from emda.options import options_to_dict
+    from emda.workflows import resolve_method
+
+    try:
+        return options_to_dict(resolve_method(method, assignments).options)
+    except EmdaError as exc:
+        sys.exit(f"--opt for {method}: {exc}")
+
+
+def option_changes(method: str, options: dict) -> dict:
+    """The options that differ from those of the rows keyed without options."""
+    before = KEYED_WITHOUT_OPTIONS.get(method, {})
+    return {k: v for k, v in options.items() if before.get(k) != v}
+
+
+def opt_flags(options: dict) -> list[str]:
+    """``--opt`` arguments that set every option explicitly, whatever the defaults are."""
+    flags = []
+    for name, value in options.items():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        flags += ["--opt", f"{name}={text}"]
+    return flags
+
+
 @dataclass(frozen=True)
 class Split:
     raw: str
@@ -126,14 +167,16 @@ def emda(*args: str, log: Path) -> float:
 
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
-    planes: str = "xy",
+    planes: str = "xy", opt: list[str] = (),
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
     default), each scored on the target test set; ``semi`` finetunes the latter on that
     fraction of the target training labels and scores the result. ``planes``: ``emda
-    predict --planes``; the trained models are shared by every choice."""
+    predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
+    adapt --opt`` assignments for the method."""
     p = PROFILES[profile]
+    options = method_options(method, list(opt))
     config = {
         "profile": profile,
         **p,
@@ -145,6 +188,8 @@ def run_one(
     }
     if planes != "xy":  # slice-wise rows keep the keys they had before --planes existed
         config["planes"] = planes
+    if changes := option_changes(method, options):
+        config["opt"] = changes
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
@@ -163,7 +208,8 @@ def run_one(
     if not _finished(trained):
         adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels, "--method", method,
                  "--base-channels", str(p["base_channels"]), "--iterations", str(p["iterations"]),
-                 "--out", str(trained), "--no-target-bn", *train]  # fmt: skip
+                 "--out", str(trained), "--no-target-bn", *opt_flags(options),
+                 *train]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
@@ -204,16 +250,16 @@ def run_one(
     return result
 
 
-def adopt(profile: str, direction: Direction, method: str, seed: int, run: Path) -> Path:
+def adopt(
+    profile: str, direction: Direction, method: str, seed: int, run: Path, opt: list[str] = ()
+) -> Path:
     """Reuse a finished ``emda adapt`` run made elsewhere as this harness's trained model,
     after checking that every setting it recorded is the one the harness would use."""
     import shutil
     import tomllib
 
-    from emda.options import options_to_dict
-    from emda.workflows import resolve_method
-
     p = PROFILES[profile]
+    options = method_options(method, list(opt))
     if not _finished(run):
         sys.exit(f"{run}: not a finished run")
     got = tomllib.loads((run / "config.toml").read_text())["adapt"]
@@ -227,18 +273,22 @@ def adopt(profile: str, direction: Direction, method: str, seed: int, run: Path)
         "source": src.raw, "source_labels": src.labels, "source_z": src.z,
         "target": None if method == "ft" else tr.raw,
         "target_z": None if method == "ft" else tr.z,
-        "opt": options_to_dict(resolve_method(method, []).options),
+        "opt": options,
     }  # fmt: skip
     defaults = {"sharpness": 0.0, "noise": 0.0, "target_bn": False}  # older runs lack these
     paths = {"source", "source_labels", "target"}
     for name, value in want.items():
         have = got.get(name, defaults.get(name))
+        if name == "opt":  # options added since the run was made had their first value
+            have = {**KEYED_WITHOUT_OPTIONS.get(method, {}), **(have or {})}
         if name in paths and have is not None and value is not None:
             have, value = str((REPO / have).resolve()), str((REPO / value).resolve())
         if have != value:
             sys.exit(f"{run}: {name} is {have!r}, the harness uses {value!r}; not adopted")
     config = {"profile": profile, **p, "direction": asdict(direction), "method": method,
               "seed": seed, "semi_fraction": None, "harness": 2}  # fmt: skip
+    if changes := option_changes(method, options):
+        config["opt"] = changes
     dest = HERE / "work" / profile / config_key(config) / "run"
     if _finished(dest):
         sys.exit(f"{dest}: the harness already has this run")
@@ -294,7 +344,8 @@ def report(profile: str) -> str:
         c = r["config"]
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
         setting += f", {c['planes']} planes" if "planes" in c else ""
-        row = rows.setdefault((c["direction"]["name"], setting, c["method"]), {})
+        label = c["method"] + "".join(f" ({k}={v})" for k, v in c.get("opt", {}).items())
+        row = rows.setdefault((c["direction"]["name"], setting, label), {})
         for field in ("scores_as_trained", "scores"):
             if field in r:
                 row.setdefault(field, []).append(100 * r[field]["iou"])
@@ -316,7 +367,7 @@ def report(profile: str) -> str:
                                       order.get(kv[0][2], 99), kv[0][2])
     ):  # fmt: skip
         paper_row = (direction, setting) == ("epfl2vnc", "unsupervised")
-        paper = PAPER.get(method, "") if paper_row else ""
+        paper = PAPER.get(method.split()[0], "") if paper_row else ""
         seeds = len(row.get("scores", []))
         lines.append(
             f"| {DIRECTION_TITLES.get(direction, direction)} | {setting} | {method} | "
@@ -334,6 +385,12 @@ def report(profile: str) -> str:
     if profile != "smoke":
         _update_readme(profile, table, out)
     return table
+
+
+def _defaults(config: dict) -> bool:
+    """Whether a row trained with its method's current default options."""
+    method = config["method"]
+    return config.get("opt", {}) == option_changes(method, method_options(method, []))
 
 
 def _label_share(setting: str) -> float:
@@ -400,7 +457,8 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
     plt.close(fig)
 
     # IoU against the fraction of target labels (the paper's Figure 3); 0 = unsupervised
-    results = [r for r in results if "planes" not in r["config"]]  # slice-wise rows only
+    # slice-wise rows with the methods' current defaults only
+    results = [r for r in results if "planes" not in r["config"] and _defaults(r["config"])]
     curves: dict[tuple, dict[float, list[float]]] = {}
     for r in results:
         c = r["config"]
@@ -483,6 +541,14 @@ def main() -> None:
         help="run: `emda predict --planes` for the scored predictions (the models are shared)",
     )
     parser.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run/adopt: a method option (`emda adapt --opt`); rows that differ from the "
+        "defaults get their own keys and table rows",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="run: skip the report (for several runs side by side)",
@@ -492,7 +558,7 @@ def main() -> None:
         (name,), (method,) = args.directions.split(","), args.methods.split(",")
         for run in args.runs:
             dest = adopt(args.profile, directions(PROFILES[args.profile]["data"])[name], method,
-                         int(args.seeds), run)  # fmt: skip
+                         int(args.seeds), run, args.opt)  # fmt: skip
             print(f"adopted {run} as {dest}")
         return
     if args.action == "run":
@@ -505,7 +571,9 @@ def main() -> None:
                     fractions = [float(f) for f in args.semi.split(",") if f]
                     fractions = [] if name == "epfl2epfl" else fractions
                     for semi in [None, *fractions]:
-                        r = run_one(args.profile, dirs[name], method, seed, semi, args.planes)
+                        r = run_one(
+                            args.profile, dirs[name], method, seed, semi, args.planes, args.opt
+                        )
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
                             f"IoU {r['scores']['iou']:.4f}",

@@ -105,3 +105,43 @@ def test_alignment_lambdas_must_match_the_network_depth(tmp_path):
     result = adapt_on_crops(tmp_path / "r", "--opt", "lambdas=0,1", method="mmd")
     assert result.exit_code == 1 and "give 5 comma-separated weights" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def _texture_maps(n: int, smooth: bool, g: torch.Generator) -> torch.Tensor:
+    """(n, 8, 16, 16) standardised noise; ``smooth``: spatially correlated, same marginals."""
+    x = torch.randn(n, 8, 16, 16, generator=g)
+    if smooth:
+        x = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    return (x - x.mean(dim=(0, 2, 3), keepdim=True)) / x.std(dim=(0, 2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize("classifier, separable", [("position", False), ("conv", True)])
+def test_dann_conv_classifier_sees_spatial_shift_a_position_classifier_cannot(
+    classifier, separable
+):
+    """Per-domain batch norm leaves every channel with mean 0 and variance 1 in both
+    domains; only a classifier with spatial context can still tell them apart."""
+    from types import SimpleNamespace
+
+    from emda.method import Batch, TrainStep
+    from emda.model.unet import SegmentationOutput
+
+    cls = load_registry().get("dann").cls
+    options = cls.Options(lambdas=(0.0, 1.0), classifier=classifier, schedule=False)
+    method = cls(options)
+    model = SimpleNamespace(encoder=SimpleNamespace(channels=[8, 8]))
+    torch.manual_seed(0)
+    heads = torch.nn.ModuleDict(method.build_heads(model))
+    opt = torch.optim.Adam(heads.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for it in range(150):
+        fs, ft = _texture_maps(4, False, g), _texture_maps(4, True, g)
+        blank = torch.zeros(4, 1, 16, 16)  # the segmentation term is not under test
+        step = TrainStep(None, heads, Batch(blank, blank), SegmentationOutput(blank, [fs, fs]),
+                         Batch(blank), SegmentationOutput(None, [ft, ft]), 0.5, it)  # fmt: skip
+        terms = method.loss_terms(step)
+        opt.zero_grad()
+        terms["dann1"].backward()
+        opt.step()
+    accuracy = float(step.metrics["domain_accuracy1"])
+    assert (accuracy > 0.9) if separable else (accuracy < 0.7), accuracy

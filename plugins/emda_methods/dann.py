@@ -5,6 +5,13 @@ classifiers learn to tell source from target; the gradient-reversal layer makes
 the encoder learn features that fool them. The reversal coefficient ramps up
 with Ganin's schedule 2 / (1 + exp(-gamma p)) - 1 over training progress p.
 Each classifier's accuracy is logged as the metric ``domain_accuracy<level>``.
+
+``classifier``: ``position`` (the paper's form) classifies single feature vectors at
+sampled positions; ``conv`` runs a small convolutional classifier over the whole
+feature map, so it also sees spatial context. emda runs source and target through
+the network in separate passes, so batch norm matches every channel's mean and
+variance across domains before a classifier sees them; a per-position classifier
+is then near chance and its reversed gradient carries little (see benchmarks/README).
 """
 
 from dataclasses import dataclass, field
@@ -34,11 +41,36 @@ class DannOptions(AlignmentOptions):
     schedule: bool = field(
         default=True, metadata={"help": "ramp the reversal coefficient up (false: always 1)"}
     )
+    classifier: str = field(
+        default="position",
+        metadata={"help": "position: one feature vector at a time; conv: 3x3 convs over the map"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hidden < 1:
             raise ValueError("hidden must be >= 1")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}")
+
+
+def position_classifier(channels: int, hidden: int) -> nn.Module:
+    """(n, C) feature vectors -> (n, 1) logits."""
+    return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+
+def conv_classifier(channels: int, hidden: int) -> nn.Module:
+    """(B, C, H, W) feature maps -> (B, 1, H, W) logits; each sees a 5 x 5 neighbourhood."""
+    return nn.Sequential(
+        nn.Conv2d(channels, hidden, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, hidden, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, 1, 1),
+    )
+
+
+CLASSIFIERS = {"position": position_classifier, "conv": conv_classifier}
 
 
 class DANN(Method):
@@ -48,12 +80,9 @@ class DANN(Method):
 
     def build_heads(self, model):
         weights = level_weights(self.options.lambdas, len(model.encoder.channels))
+        build = CLASSIFIERS[self.options.classifier]
         return {
-            f"domain{level}": nn.Sequential(
-                nn.Linear(channels, self.options.hidden),
-                nn.ReLU(inplace=True),
-                nn.Linear(self.options.hidden, 1),
-            )
+            f"domain{level}": build(channels, self.options.hidden)
             for level, (weight, channels) in enumerate(zip(weights, model.encoder.channels))
             if weight > 0
         }
@@ -64,18 +93,28 @@ class DANN(Method):
     def loss_terms(self, step):
         terms = super().loss_terms(step)
         coefficient = self.reversal_coefficient(step.progress)
-        for level, weight, xs, xt in aligned_features(
-            step, self.options.lambdas, self.options.samples
-        ):
+        for level, weight, xs, xt in self.classifier_inputs(step):
             samples = grad_reverse(torch.cat([xs, xt]), coefficient)
             logits = step.heads[f"domain{level}"](samples.float()).squeeze(1)
             domain = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(logits.device)
+            domain = domain.view(-1, *[1] * (logits.dim() - 1)).expand_as(logits)
             terms[f"dann{level}"] = weight * F.binary_cross_entropy_with_logits(logits, domain)
             # 0.5: the classifier cannot tell the domains apart, the aim of the reversal
             step.log_metric(
                 f"domain_accuracy{level}", ((logits > 0).float() == domain).float().mean()
             )
         return terms
+
+    def classifier_inputs(self, step):
+        """(level, weight, source, target): sampled vectors, or whole maps for ``conv``."""
+        if self.options.classifier == "position":
+            yield from aligned_features(step, self.options.lambdas, self.options.samples)
+            return
+        source, target = step.source_out.features, step.target_out.features
+        weights = level_weights(self.options.lambdas, len(source))
+        for level, (weight, fs, ft) in enumerate(zip(weights, source, target)):
+            if weight > 0:
+                yield level, weight, fs, ft
 
 
 @hookimpl
