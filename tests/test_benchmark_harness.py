@@ -1,0 +1,56 @@
+"""The paper-table harness keys every row by its configuration, method options included."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from emda.options import parse_options
+from emda.registry import load_registry
+
+HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+
+
+@pytest.fixture(scope="module")
+def harness():
+    spec = importlib.util.spec_from_file_location("paper_table", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("method", ["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])
+def test_default_options_add_nothing_to_the_key(harness, method):
+    """Rows made before options entered the key keep their keys (and their results)."""
+    assert harness.option_changes(method, harness.method_options(method, [])) == {}
+
+
+def test_a_changed_option_is_recorded_and_set_explicitly(harness):
+    options = harness.method_options("dann", ["classifier=conv", "gamma=5"])
+    assert harness.option_changes("dann", options) == {"classifier": "conv", "gamma": 5.0}
+    # the flags reproduce the options whatever the method's defaults are
+    flags = harness.opt_flags(options)
+    assignments = flags[1::2]  # "--opt", "name=value", ...
+    assert set(flags[::2]) == {"--opt"}
+    dann = load_registry().get("dann").cls
+    assert parse_options(dann.Options, assignments, "dann") == dann.Options(
+        classifier="conv", gamma=5.0
+    )
+
+
+def test_changed_options_give_the_row_its_own_key_and_label(harness):
+    base = {"method": "dann", "seed": 0}
+    keyed = {**base, "opt": {"classifier": "conv"}}
+    assert harness.config_key(base) != harness.config_key(keyed)
+    assert harness._defaults({"method": "dann"})
+    assert not harness._defaults({"method": "dann", **keyed})
+
+
+def test_a_bad_option_stops_the_harness_naming_it(harness):
+    with pytest.raises(SystemExit, match="--opt for dann: .*classifier must be one of"):
+        harness.method_options("dann", ["classifier=pixel"])
+    with pytest.raises(SystemExit, match="unknown option for method 'ft'"):
+        harness.method_options("ft", ["lambdas=1"])
