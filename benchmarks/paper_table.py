@@ -344,7 +344,8 @@ def report(profile: str) -> str:
         c = r["config"]
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
         setting += f", {c['planes']} planes" if "planes" in c else ""
-        label = c["method"] + "".join(f" ({k}={v})" for k, v in c.get("opt", {}).items())
+        # a plain method name is what `emda adapt --method NAME` trains today
+        label = c["method"] + "".join(f" ({k}={v})" for k, v in _non_defaults(c).items())
         row = rows.setdefault((c["direction"]["name"], setting, label), {})
         for field in ("scores_as_trained", "scores"):
             if field in r:
@@ -387,10 +388,16 @@ def report(profile: str) -> str:
     return table
 
 
+def _non_defaults(config: dict) -> dict:
+    """The options a row trained with that differ from its method's current defaults."""
+    method = config["method"]
+    options = {**KEYED_WITHOUT_OPTIONS.get(method, {}), **config.get("opt", {})}
+    return {k: v for k, v in options.items() if method_options(method, []).get(k) != v}
+
+
 def _defaults(config: dict) -> bool:
     """Whether a row trained with its method's current default options."""
-    method = config["method"]
-    return config.get("opt", {}) == option_changes(method, method_options(method, []))
+    return not _non_defaults(config)
 
 
 def _label_share(setting: str) -> float:

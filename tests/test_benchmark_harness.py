@@ -43,10 +43,17 @@ def test_a_changed_option_is_recorded_and_set_explicitly(harness):
 
 def test_changed_options_give_the_row_its_own_key_and_label(harness):
     base = {"method": "dann", "seed": 0}
-    keyed = {**base, "opt": {"classifier": "conv"}}
-    assert harness.config_key(base) != harness.config_key(keyed)
-    assert harness._defaults({"method": "dann"})
-    assert not harness._defaults({"method": "dann", **keyed})
+    assert harness.config_key(base) != harness.config_key({**base, "opt": {"gamma": 5.0}})
+    # a row is labelled by how it differs from what `emda adapt --method dann` trains today
+    default = harness.method_options("dann", [])["classifier"]
+    rows = {
+        "position": {"method": "dann"},
+        "conv": {"method": "dann", "opt": {"classifier": "conv"}},
+    }
+    for classifier, config in rows.items():
+        expected = {} if classifier == default else {"classifier": classifier}
+        assert harness._non_defaults(config) == expected
+        assert harness._defaults(config) == (classifier == default)
 
 
 def test_a_bad_option_stops_the_harness_naming_it(harness):
