@@ -6,12 +6,12 @@ the encoder learn features that fool them. The reversal coefficient ramps up
 with Ganin's schedule 2 / (1 + exp(-gamma p)) - 1 over training progress p.
 Each classifier's accuracy is logged as the metric ``domain_accuracy<level>``.
 
-``classifier``: ``position`` (the paper's form) classifies single feature vectors at
-sampled positions; ``conv`` runs a small convolutional classifier over the whole
-feature map, so it also sees spatial context. emda runs source and target through
-the network in separate passes, so batch norm matches every channel's mean and
-variance across domains before a classifier sees them; a per-position classifier
-is then near chance and its reversed gradient carries little (see benchmarks/README).
+``classifier``: ``conv`` (the default) runs a small convolutional classifier over the
+whole feature map, so it also sees spatial context; ``position`` (the paper's form)
+classifies single feature vectors at sampled positions. emda runs source and target
+through the network in separate passes, so batch norm matches every channel's mean
+and variance across domains before a classifier sees them; a per-position classifier
+is then at chance and its reversed gradient carries nothing (see the README).
 """
 
 from dataclasses import dataclass, field
@@ -42,7 +42,7 @@ class DannOptions(AlignmentOptions):
         default=True, metadata={"help": "ramp the reversal coefficient up (false: always 1)"}
     )
     classifier: str = field(
-        default="position",
+        default="conv",  # chosen by benchmarks/dann_classifier_rule.py, from training logs
         metadata={"help": "position: one feature vector at a time; conv: 3x3 convs over the map"},
     )
 
