@@ -365,7 +365,7 @@ def report(profile: str) -> str:
     order = {m: i for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])}
     for (direction, setting, method), row in sorted(
         rows.items(), key=lambda kv: (kv[0][0], _label_share(kv[0][1]),
-                                      order.get(kv[0][2], 99), kv[0][2])
+                                      order.get(kv[0][2].split()[0], 99), kv[0][2])
     ):  # fmt: skip
         paper_row = (direction, setting) == ("epfl2vnc", "unsupervised")
         paper = PAPER.get(method.split()[0], "") if paper_row else ""
