@@ -43,7 +43,10 @@ class DannOptions(AlignmentOptions):
     )
     classifier: str = field(
         default="conv",  # chosen by benchmarks/dann_classifier_rule.py, from training logs
-        metadata={"help": "position: one feature vector at a time; conv: 3x3 convs over the map"},
+        metadata={
+            "help": "conv: two 3x3 convs over the whole map (samples unused); "
+            "position: one sampled feature vector at a time"
+        },
     )
 
     def __post_init__(self) -> None:
