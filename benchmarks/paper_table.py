@@ -199,7 +199,7 @@ def run_one(
     adapted = HERE / "work" / profile / config_key({**trained_config, "semi_fraction": None})
     adapted.mkdir(parents=True, exist_ok=True)
     train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
-             "--seed", str(seed), "--quiet", "--overwrite"]  # fmt: skip
+             "--seed", str(seed), "--quiet"]  # fmt: skip
     src, tr, te = direction.source, direction.target_train, direction.target_test
     target_z = ["--target-z", tr.z] if tr.z else []
     times: dict[str, float] = {}
@@ -209,7 +209,7 @@ def run_one(
         adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels, "--method", method,
                  "--base-channels", str(p["base_channels"]), "--iterations", str(p["iterations"]),
                  "--out", str(trained), "--no-target-bn", *opt_flags(options),
-                 *train]  # fmt: skip
+                 *train, _restart_or_resume(trained)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
@@ -222,6 +222,7 @@ def run_one(
         work.mkdir(exist_ok=True)
         ft = ["finetune", str(recalibrated), "--target", tr.raw, "--target-labels", tr.labels,
               "--fraction", str(semi), "--out", str(work / "run"), *train, *target_z,
+              _restart_or_resume(work / "run"),
               "--iterations", str(p["finetune_iterations"])]  # fmt: skip
         if not _finished(work / "run"):  # shared by the rows that differ in --planes only
             times["finetune"] = emda(*ft, log=log)
@@ -310,6 +311,11 @@ def _prediction(result: dict, profile: str) -> Path:
     recorded = _local(result["scores"]["prediction"])
     here = HERE / "work" / profile / result["key"] / recorded.name
     return here if here.exists() else recorded
+
+
+def _restart_or_resume(run: Path) -> str:
+    """Training that was interrupted (Ctrl-C saves ``state.pt``) continues where it stopped."""
+    return "--resume" if (run / "state.pt").exists() else "--overwrite"
 
 
 def _finished(run: Path) -> bool:

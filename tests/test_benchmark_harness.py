@@ -64,3 +64,9 @@ def test_a_bad_option_stops_the_harness_naming_it(harness):
         harness.method_options("dann", ["classifier=pixel"])
     with pytest.raises(SystemExit, match="unknown option for method 'ft'"):
         harness.method_options("ft", ["lambdas=1"])
+
+
+def test_interrupted_training_is_resumed_not_restarted(harness, tmp_path):
+    assert harness._restart_or_resume(tmp_path) == "--overwrite"
+    (tmp_path / "state.pt").touch()  # what Ctrl-C leaves in an emda run directory
+    assert harness._restart_or_resume(tmp_path) == "--resume"
