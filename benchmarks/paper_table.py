@@ -92,7 +92,7 @@ def method_options(method: str, assignments: list[str]) -> dict:
     try:
         return options_to_dict(resolve_method(method, assignments).options)
     except EmdaError as exc:
-        sys.exit(f"--opt for {method}: {exc}")
+        sys.exit(f"error: {exc}")  # it names the option and the method
 
 
 def option_changes(method: str, options: dict) -> dict:
