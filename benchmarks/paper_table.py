@@ -65,6 +65,12 @@ PROFILES = {
     },
 }
 
+# selftrain's teacher is another row of the table, named by its method (`--opt
+# teacher=ynet`): the harness trains that row first, same direction and seed, and
+# hands its target-BN model over. Fixed before any selftrain result existed: Y-Net,
+# the paper's own proposal and the row with three seeds in both directions.
+SELFTRAIN_TEACHER = "ynet"
+
 PAPER = {"ft": 28.70, "mmd": 44.96, "coral": 40.28, "dann": 49.90, "ynet": 49.55}
 DA_ISC_VNC_TO_LUCCHI = 68.65  # the later anchor for VNC -> EPFL
 
@@ -165,21 +171,14 @@ def emda(*args: str, log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_one(
+def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
-    planes: str = "xy", opt: list[str] = (),
+    planes: str, options: dict,
 ) -> dict:  # fmt: skip
-    """One row of the table: adapt (training only), then the same model with target
-    batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
-    default), each scored on the target test set; ``semi`` finetunes the latter on that
-    fraction of the target training labels and scores the result. ``planes``: ``emda
-    predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
-    adapt --opt`` assignments for the method."""
-    p = PROFILES[profile]
-    options = method_options(method, list(opt))
+    """Everything that decides a row's result; its hash is the row's key."""
     config = {
         "profile": profile,
-        **p,
+        **PROFILES[profile],
         "direction": asdict(direction),
         "method": method,
         "seed": seed,
@@ -190,26 +189,42 @@ def run_one(
         config["planes"] = planes
     if changes := option_changes(method, options):
         config["opt"] = changes
-    key = config_key(config)
-    result_path = HERE / "results" / profile / "runs" / f"{key}.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    # the adapted model is shared by the unsupervised and the semi-supervised rows
-    trained_config = {k: v for k, v in config.items() if k != "planes"}
-    adapted = HERE / "work" / profile / config_key({**trained_config, "semi_fraction": None})
+    return config
+
+
+def _adapted_dir(config: dict) -> Path:
+    """Work directory of a row's adapted model, shared by the unsupervised and the
+    semi-supervised rows and by every ``--planes`` choice."""
+    trained = {k: v for k, v in config.items() if k != "planes"}
+    return HERE / "work" / config["profile"] / config_key({**trained, "semi_fraction": None})
+
+
+def adapted_models(
+    config: dict, direction: Direction, options: dict, times: dict[str, float]
+) -> tuple[Path, Path]:
+    """A row's trained model and the same with target batch-norm statistics, trained
+    here unless the work directory has them; seconds spent go into ``times``."""
+    p, method, seed = PROFILES[config["profile"]], config["method"], config["seed"]
+    adapted = _adapted_dir(config)
     adapted.mkdir(parents=True, exist_ok=True)
-    train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
-             "--seed", str(seed), "--quiet"]  # fmt: skip
-    src, tr, te = direction.source, direction.target_train, direction.target_test
-    target_z = ["--target-z", tr.z] if tr.z else []
-    times: dict[str, float] = {}
-    log = adapted / "log.txt"
     trained, recalibrated = adapted / "run", adapted / "run_target_bn"
+    src, tr = direction.source, direction.target_train
+    target_z = ["--target-z", tr.z] if tr.z else []
+    log = adapted / "log.txt"
     if not _finished(trained):
+        if method == "selftrain":  # the teacher row's model first (its score is not needed)
+            name = options["teacher"]
+            teacher = row_config(config["profile"], direction, name, seed, None, "xy",
+                                 method_options(name, []))  # fmt: skip
+            spent: dict[str, float] = {}
+            _, teacher_run = adapted_models(teacher, direction, method_options(name, []), spent)
+            times.update({f"teacher_{k}": v for k, v in spent.items()})
+            options = {**options, "teacher": str(teacher_run.relative_to(REPO))}
         adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels, "--method", method,
                  "--base-channels", str(p["base_channels"]), "--iterations", str(p["iterations"]),
                  "--out", str(trained), "--no-target-bn", *opt_flags(options),
-                 *train, _restart_or_resume(trained)]  # fmt: skip
+                 "--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
+                 "--seed", str(seed), "--quiet", _restart_or_resume(trained)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
@@ -217,6 +232,36 @@ def run_one(
     if not _finished(recalibrated):
         times["recalibrate"] = emda("recalibrate", str(trained), "--target", tr.raw, *target_z,
                                     "--out", str(recalibrated), "--overwrite", log=log)  # fmt: skip
+    return trained, recalibrated
+
+
+def run_one(
+    profile: str, direction: Direction, method: str, seed: int, semi: float | None,
+    planes: str = "xy", opt: list[str] = (),
+) -> dict:  # fmt: skip
+    """One row of the table: adapt (training only), then the same model with target
+    batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
+    default), each scored on the target test set; ``semi`` finetunes the latter on that
+    fraction of the target training labels and scores the result. ``planes``: ``emda
+    predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
+    adapt --opt`` assignments for the method."""
+    options = method_options(method, list(opt))
+    if method == "selftrain" and not options["teacher"]:
+        options["teacher"] = SELFTRAIN_TEACHER
+    config = row_config(profile, direction, method, seed, semi, planes, options)
+    key = config_key(config)
+    result_path = HERE / "results" / profile / "runs" / f"{key}.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    p = PROFILES[profile]
+    train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
+             "--seed", str(seed), "--quiet"]  # fmt: skip
+    tr, te = direction.target_train, direction.target_test
+    target_z = ["--target-z", tr.z] if tr.z else []
+    times: dict[str, float] = {}
+    trained, recalibrated = adapted_models(config, direction, options, times)
+    adapted = trained.parent
+    log = adapted / "log.txt"
     if semi:
         work = adapted / f"semi{semi}"
         work.mkdir(exist_ok=True)
@@ -368,7 +413,10 @@ def report(profile: str) -> str:
         "| seeds | paper |",
         "|---|---|---|---|---|---|---|",
     ]
-    order = {m: i for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])}
+    order = {
+        m: i
+        for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet", "meanteacher", "selftrain"])
+    }
     for (direction, setting, method), row in sorted(
         rows.items(), key=lambda kv: (kv[0][0], _label_share(kv[0][1]),
                                       order.get(kv[0][2].split()[0], 99), kv[0][2])

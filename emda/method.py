@@ -96,6 +96,11 @@ class Method:
         """
         return {}
 
+    def initialise(self, model: UNet) -> None:
+        """Set the network's starting weights before training; the default keeps the
+        seeded random initialisation. E.g. self-training starts from its teacher.
+        Not called when a run resumes: the saved state replaces the weights."""
+
     def loss_terms(self, step: TrainStep) -> dict[str, torch.Tensor]:
         """Named scalar losses for one step; the loop sums and logs them."""
         return {"seg": step.source_segmentation_loss()}

@@ -43,6 +43,7 @@ def check_method(
     torch.manual_seed(seed)
     model = UNet(UNetConfig(base_channels=4, depth=4))  # default depth: default options fit
     heads = nn.ModuleDict(method.build_heads(model))
+    method.initialise(model)
     params = [p for p in [*model.parameters(), *heads.parameters()] if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-3)
     terms_f: dict[str, float] = {}

@@ -30,11 +30,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from emda import Method, hookimpl
 from emda.dihedral import dihedral, undo_dihedral
+from emda.losses import pseudo_label_loss
 
 
 @dataclass
@@ -112,12 +112,10 @@ class MeanTeacher(Method):
         # a transform other than the identity, drawn from the step so resuming repeats it
         k = 1 + step.iteration % 7
         p = teacher.probabilities(step.target.x, k)
-        confident = (torch.maximum(p, 1 - p) >= self.options.confidence).float()
-        pseudo = (p > 0.5).float()
-        per_pixel = F.binary_cross_entropy_with_logits(
-            step.target_out.logits.float(), pseudo, reduction="none"
+        loss, confident, pseudo = pseudo_label_loss(
+            step.target_out.logits, p, self.options.confidence
         )
-        terms["pseudo_label"] = self.options.weight(step.progress) * (per_pixel * confident).mean()
+        terms["pseudo_label"] = self.options.weight(step.progress) * loss
         # is the teacher under-segmenting the target? compare its foreground with the source's
         step.log_metric("teaching_fraction", confident.mean())
         step.log_metric("teacher_foreground", pseudo.mean())

@@ -1,0 +1,159 @@
+"""Self-training: an adapted model's confident target predictions train a new one.
+
+The second stage of most strong unsupervised DA pipelines for EM mitochondria (e.g.
+pseudo-label rectification after adversarial alignment): take a model already
+adapted by any method (the *teacher*, best with its target batch-norm statistics,
+i.e. the run ``emda adapt`` or ``emda recalibrate`` wrote), freeze it, and train the
+network on
+
+    loss = seg(source) + lambda_p * BCE(net(x_t), 1[teacher(x_t) > 0.5]) on pixels
+           with max(p, 1 - p) >= confidence
+
+where ``p`` is the teacher's foreground probability averaged over ``views``
+flips/rotations of the target patch (test-time augmentation makes the pseudo-labels
+steadier than a single pass). The network sees the patch as sampled, so it learns
+to give the teacher's confident answer under every augmentation; the source term
+keeps it anchored where the teacher is unsure.
+
+Unlike ``meanteacher`` the teacher does not move: it is the finished model of an
+earlier run, so its mistakes cannot feed back into it. By default the network
+starts from the teacher's weights (``init=teacher``); ``init=scratch`` trains a
+fresh network (the teacher may then have another architecture). The teacher is a
+training-time head: exported models and ``emda predict`` hold the trained network
+alone.
+
+Logged metrics, per step: ``teaching_fraction`` (target pixels confident enough to
+teach), ``pseudo_foreground`` (foreground share of the teaching pixels),
+``source_foreground`` (of the source labels) and ``agreement`` (share of teaching
+pixels the network already labels as the teacher does).
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emda import Method, hookimpl
+from emda.checkpoint import Checkpoint, load_checkpoint
+from emda.dihedral import dihedral, undo_dihedral
+from emda.errors import EmdaError
+from emda.losses import pseudo_label_loss
+
+log = logging.getLogger("emda")
+
+INITS = ("teacher", "scratch")
+TEACHER_BN = ("stored", "batch")
+
+
+@dataclass
+class SelfTrainOptions:
+    teacher: str = field(
+        default="",
+        metadata={"help": "run directory or checkpoint of the adapted model that teaches"},
+    )
+    lambda_pseudo: float = field(default=1.0, metadata={"help": "weight of the pseudo-label loss"})
+    confidence: float = field(
+        default=0.9, metadata={"help": "teacher probability (of either class) needed to teach"}
+    )
+    views: int = field(
+        default=2, metadata={"help": "flips/rotations the teacher's prediction averages (1-8)"}
+    )
+    init: str = field(
+        default="teacher", metadata={"help": "start from the teacher's weights or from scratch"}
+    )
+    teacher_bn: str = field(
+        default="stored",
+        metadata={"help": "teacher batch norm: its saved statistics or each target batch's"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.lambda_pseudo < 0:
+            raise ValueError("lambda_pseudo must be >= 0")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError("confidence must be in [0.5, 1)")
+        if not 1 <= self.views <= 8:
+            raise ValueError("views must be in 1..8")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}")
+        if self.teacher_bn not in TEACHER_BN:
+            raise ValueError(f"teacher_bn must be one of {', '.join(TEACHER_BN)}")
+
+
+class FrozenTeacher(nn.Module):
+    """A finished model, frozen, that predicts target patches under test-time flips."""
+
+    def __init__(self, checkpoint: Checkpoint, batch_stats: bool) -> None:
+        super().__init__()
+        self.net = checkpoint.build_model()
+        self.batch_stats = batch_stats
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor, transforms: list[int]) -> torch.Tensor:
+        """Foreground probability of ``x``, averaged over the dihedral ``transforms``."""
+        self.net.train(self.batch_stats)  # the loop sets heads to train mode: undo that
+        total = torch.zeros_like(x, dtype=torch.float32)
+        for k in transforms:
+            total += torch.sigmoid(undo_dihedral(self.net(dihedral(x, k)).float(), k))
+        return total / len(transforms)
+
+
+class SelfTrain(Method):
+    name = "selftrain"
+    description = "A frozen adapted model's confident target predictions train the network."
+    Options = SelfTrainOptions
+    needs_target_logits = True
+
+    def _teacher_checkpoint(self) -> Checkpoint:
+        if not self.options.teacher:
+            raise EmdaError("method 'selftrain' needs --opt teacher=RUN (an adapted run)")
+        if not hasattr(self, "_checkpoint"):
+            path = Path(self.options.teacher)
+            self._checkpoint = load_checkpoint(path)
+            training = self._checkpoint.training or {}
+            if self.options.teacher_bn == "stored" and not training.get("target_bn"):
+                log.warning(
+                    "teacher %s holds source batch-norm statistics; give it target ones "
+                    "(emda recalibrate) or use --opt teacher_bn=batch",
+                    path,
+                )
+        return self._checkpoint
+
+    def build_heads(self, model):
+        ckpt = self._teacher_checkpoint()
+        if self.options.init == "teacher" and ckpt.model_config != model.config:
+            raise EmdaError(
+                f"teacher {self.options.teacher}: its network ({ckpt.model_config}) differs "
+                f"from this run's ({model.config}); match --base-channels/--depth or use "
+                "--opt init=scratch"
+            )
+        return {"teacher": FrozenTeacher(ckpt, self.options.teacher_bn == "batch")}
+
+    def initialise(self, model):
+        if self.options.init == "teacher":
+            model.load_state_dict(self._teacher_checkpoint().state_dict)
+
+    def loss_terms(self, step):
+        terms = super().loss_terms(step)
+        # the identity, then transforms drawn from the step so that resuming repeats them
+        views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
+        p = step.heads["teacher"].probabilities(step.target.x, views)
+        loss, confident, pseudo = pseudo_label_loss(
+            step.target_out.logits, p, self.options.confidence
+        )
+        terms["pseudo_label"] = self.options.lambda_pseudo * loss
+        taught = confident.sum().clamp(min=1)
+        step.log_metric("teaching_fraction", confident.mean())
+        step.log_metric("pseudo_foreground", (pseudo * confident).sum() / taught)
+        step.log_metric("source_foreground", step.source.y.mean())
+        agree = ((step.target_out.logits.detach() > 0).float() == pseudo).float()
+        step.log_metric("agreement", (agree * confident).sum() / taught)
+        return terms
+
+
+@hookimpl
+def emda_register_methods(register):
+    register.add(SelfTrain)

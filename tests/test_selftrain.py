@@ -1,0 +1,146 @@
+"""The self-training plugin: a frozen teacher loaded from a finished run, its averaged
+flipped views, where the network starts, clear errors, and an exact resume."""
+
+import json
+import signal
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from emda.checkpoint import load_checkpoint
+from emda.cli import app
+from emda.errors import EmdaError
+from emda.method import Batch
+from emda.model import UNet, UNetConfig
+from emda.registry import load_registry
+from emda.testing import check_method
+from emda.train import compute_terms
+from emda_methods.selftrain import FrozenTeacher
+from tests.conftest import adapt_on_crops
+
+from .test_resume import ARGS, _start_and_stop, _weights
+
+
+@pytest.fixture
+def method_cls():
+    return load_registry().get("selftrain").cls
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """A finished tiny run (base_channels 4, depth 4, target BN) to teach with."""
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    result = adapt_on_crops(run, method="ft")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_selftrain_passes_the_contract_check(method_cls, teacher_run):
+    info = load_registry().get("selftrain")
+    assert info.origin.endswith("emda_methods.selftrain")  # registered through the entry point
+    terms = check_method(method_cls, method_cls.Options(teacher=str(teacher_run)))
+    assert set(terms) == {"seg", "pseudo_label"}
+
+
+def test_teacher_averages_its_views_on_the_input_grid(teacher_run):
+    teacher = FrozenTeacher(load_checkpoint(teacher_run), batch_stats=False)
+    conv = nn.Conv2d(1, 1, kernel_size=3, padding=1)  # not equivariant: views differ
+    teacher.net = conv
+    x = torch.rand(2, 1, 12, 12)
+    one = [teacher.probabilities(x, [k]) for k in (0, 5)]
+    torch.testing.assert_close(teacher.probabilities(x, [0, 5]), (one[0] + one[1]) / 2)
+    torch.testing.assert_close(one[0], torch.sigmoid(conv(x)).detach())
+    assert not one[0].requires_grad
+
+
+def test_teacher_uses_its_stored_statistics_unless_told_otherwise(teacher_run):
+    ckpt = load_checkpoint(teacher_run)
+    x = torch.rand(2, 1, 32, 32)
+    stored, batch = FrozenTeacher(ckpt, False), FrozenTeacher(ckpt, True)
+    stored.train(), batch.train()  # what the training loop does to every head
+    expected = torch.sigmoid(ckpt.build_model().eval()(x)).detach()
+    torch.testing.assert_close(stored.probabilities(x, [0]), expected)
+    assert not torch.allclose(batch.probabilities(x, [0]), expected)
+
+
+@pytest.mark.parametrize("init", ["teacher", "scratch"])
+def test_the_network_starts_from_the_teacher_or_from_scratch(method_cls, teacher_run, init):
+    ckpt = load_checkpoint(teacher_run)
+    method = method_cls(method_cls.Options(teacher=str(teacher_run), init=init))
+    torch.manual_seed(0)
+    model = UNet(ckpt.model_config)
+    method.build_heads(model)
+    method.initialise(model)
+    same = all(torch.equal(v, ckpt.state_dict[k]) for k, v in model.state_dict().items())
+    assert same is (init == "teacher")
+
+
+def test_only_confident_teacher_pixels_teach(method_cls, teacher_run):
+    method = method_cls(method_cls.Options(teacher=str(teacher_run), confidence=0.9))
+    model = UNet(UNetConfig(base_channels=4, depth=4))
+    heads = nn.ModuleDict(method.build_heads(model))
+    heads["teacher"].net = nn.Conv2d(1, 1, 1)
+    nn.init.zeros_(heads["teacher"].net.weight)
+    for bias, taught in ((0.0, 0.0), (5.0, 1.0)):  # p = 0.5 everywhere, then 0.993
+        nn.init.constant_(heads["teacher"].net.bias, bias)
+        metrics = {}
+        src = Batch(torch.rand(2, 1, 32, 32), torch.zeros(2, 1, 32, 32))
+        terms = compute_terms(
+            model, heads, method, src, Batch(torch.rand(2, 1, 32, 32)), 0.5, 3, metrics=metrics
+        )
+        assert (terms["pseudo_label"].item() > 0) is bool(taught)
+        assert metrics["teaching_fraction"].item() == taught
+
+
+def test_errors_name_the_option_or_the_teacher(method_cls, teacher_run, tmp_path):
+    with pytest.raises(EmdaError, match="teacher=RUN"):
+        method_cls().build_heads(UNet(UNetConfig()))
+    with pytest.raises(EmdaError, match="no such checkpoint"):
+        method_cls(method_cls.Options(teacher=str(tmp_path / "nope"))).build_heads(UNet())
+    with pytest.raises(EmdaError, match="init=scratch"):  # teacher has 4 base channels
+        method_cls(method_cls.Options(teacher=str(teacher_run))).build_heads(UNet(UNetConfig()))
+    heads = method_cls(method_cls.Options(teacher=str(teacher_run), init="scratch")).build_heads(
+        UNet(UNetConfig(base_channels=8))
+    )
+    assert heads["teacher"].net.config.base_channels == 4
+    for bad in ({"views": 0}, {"views": 9}, {"confidence": 0.3}, {"init": "random"},
+                {"teacher_bn": "source"}, {"lambda_pseudo": -1}):  # fmt: skip
+        with pytest.raises(ValueError):
+            method_cls.Options(**bad)
+
+
+def test_selftrain_through_the_cli_exports_no_teacher(teacher_run, tmp_path):
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"teacher={teacher_run}", method="selftrain")
+    assert result.exit_code == 0, result.output
+    last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
+    assert {"seg", "pseudo_label"} <= set(last)
+    assert set(last["metrics"]) == {
+        "teaching_fraction", "pseudo_foreground", "source_foreground", "agreement"
+    }  # fmt: skip
+    ckpt = load_checkpoint(tmp_path / "r")
+    assert ckpt.heads == {} and set(ckpt.state_dict) == set(ckpt.build_model().state_dict())
+    assert ckpt.method_options["teacher"] == str(teacher_run)
+
+
+def test_a_missing_teacher_is_one_line_and_writes_nothing(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", method="selftrain")
+    assert result.exit_code != 0
+    assert "teacher=RUN" in result.output and not (tmp_path / "r").exists()
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(teacher_run, tmp_path):
+    # resuming must not start again from the teacher: the saved state holds the weights
+    args = [a if a != "dann" else "selftrain" for a in ARGS]
+    args += ["--opt", f"teacher={teacher_run}", "--opt", "confidence=0.5"]
+    whole = tmp_path / "whole"
+    result = CliRunner().invoke(app, [*args, "--out", str(whole)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    proc = _start_and_stop(run, signal.SIGKILL, 47, args)
+    assert proc.returncode == -signal.SIGKILL
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    for name, value in _weights(whole)["state_dict"].items():
+        torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)
