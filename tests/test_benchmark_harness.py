@@ -70,3 +70,40 @@ def test_interrupted_training_is_resumed_not_restarted(harness, tmp_path):
     assert harness._restart_or_resume(tmp_path) == "--overwrite"
     (tmp_path / "state.pt").touch()  # what Ctrl-C leaves in an emda run directory
     assert harness._restart_or_resume(tmp_path) == "--resume"
+
+
+def test_selftrain_trains_its_teacher_row_first_and_is_keyed_by_its_name(
+    harness, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
+    calls = []
+
+    def fake_emda(*args, log):
+        calls.append(args)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "checkpoint.pt").touch()
+        return 1.0
+
+    monkeypatch.setattr(harness, "emda", fake_emda)
+    direction = harness.directions("shared")["epfl2vnc"]
+    options = harness.method_options("selftrain", ["teacher=ynet"])
+    config = harness.row_config("cpu", direction, "selftrain", 1, None, "xy", options)
+    assert config["opt"]["teacher"] == "ynet"  # the key names the teacher's method, no path
+    times = {}
+    trained, recalibrated = harness.adapted_models(config, direction, options, times)
+    ynet = harness.row_config("cpu", direction, "ynet", 1, None, "xy",
+                              harness.method_options("ynet", []))  # fmt: skip
+    teacher_dir = harness._adapted_dir(ynet)  # the Y-Net row's own work directory
+    assert [c[0] for c in calls] == ["adapt", "recalibrate", "adapt", "recalibrate"]
+    assert calls[0][calls[0].index("--method") + 1] == "ynet"
+    flags = calls[2]
+    assert flags[flags.index("--method") + 1] == "selftrain"
+    teacher = f"teacher={(teacher_dir / 'run_target_bn').relative_to(tmp_path)}"
+    assert teacher in flags and flags[flags.index("--seed") + 1] == "1"
+    assert set(times) == {"teacher_adapt", "teacher_recalibrate", "adapt", "recalibrate"}
+    assert recalibrated == trained.parent / "run_target_bn" and trained.parent != teacher_dir
+    calls.clear()  # finished models are reused, the teacher's too
+    harness.adapted_models(config, direction, options, {})
+    assert calls == []
