@@ -588,7 +588,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", type=Path, help="adopt: finished adapt run dir(s)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--directions", default="epfl2vnc,vnc2epfl")
-    parser.add_argument("--methods", default="ft,mmd,coral,dann,ynet,meanteacher")
+    parser.add_argument("--methods", default="ft,mmd,coral,dann,ynet,meanteacher,selftrain")
     parser.add_argument("--seeds", default="0")
     parser.add_argument(
         "--semi",
