@@ -144,3 +144,19 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(teacher_run, tmp_path)
     assert result.exit_code == 0, result.output
     for name, value in _weights(whole)["state_dict"].items():
         torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)
+
+
+def test_a_teacher_with_source_statistics_is_warned_about(method_cls, tmp_path, caplog):
+    run = tmp_path / "source_bn"
+    assert adapt_on_crops(run, "--no-target-bn").exit_code == 0
+    with caplog.at_level("WARNING", logger="emda"):
+        method_cls(method_cls.Options(teacher=str(run))).build_heads(
+            UNet(UNetConfig(base_channels=4))
+        )
+    assert "emda recalibrate" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="emda"):  # each batch's statistics: nothing to warn
+        method_cls(method_cls.Options(teacher=str(run), teacher_bn="batch")).build_heads(
+            UNet(UNetConfig(base_channels=4))
+        )
+    assert caplog.text == ""
