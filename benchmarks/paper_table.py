@@ -413,14 +413,9 @@ def report(profile: str) -> str:
         "| seeds | paper |",
         "|---|---|---|---|---|---|---|",
     ]
-    order = {
-        m: i
-        for i, m in enumerate(["ft", "mmd", "coral", "dann", "ynet", "meanteacher", "selftrain"])
-    }
     for (direction, setting, method), row in sorted(
-        rows.items(), key=lambda kv: (kv[0][0], _label_share(kv[0][1]),
-                                      order.get(kv[0][2].split()[0], 99), kv[0][2])
-    ):  # fmt: skip
+        rows.items(), key=lambda kv: (kv[0][0], _label_share(kv[0][1]), _method_order(kv[0][2]))
+    ):
         paper_row = (direction, setting) == ("epfl2vnc", "unsupervised")
         paper = PAPER.get(method.split()[0], "") if paper_row else ""
         seeds = len(row.get("scores", []))
@@ -440,6 +435,16 @@ def report(profile: str) -> str:
     if profile != "smoke":
         _update_readme(profile, table, out)
     return table
+
+
+METHOD_ORDER = ("ft", "mmd", "coral", "dann", "ynet", "meanteacher", "selftrain")
+
+
+def _method_order(label: str) -> tuple:
+    """Sort key of a row label: the paper's methods in its order, then emda's additions;
+    a variant ("dann (classifier=position)") right after its method."""
+    method = label.split()[0]
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else 99, label)
 
 
 def _non_defaults(config: dict) -> dict:
@@ -489,7 +494,7 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
     import numpy as np
 
     # bars: unsupervised IoU per method and direction, the paper's next to EPFL -> VNC
-    methods = sorted({m for (_, s, m) in rows if s == "unsupervised"})
+    methods = sorted({m for (_, s, m) in rows if s == "unsupervised"}, key=_method_order)
     dirs = sorted({d for (d, s, _) in rows if s == "unsupervised" and d != "epfl2epfl"})
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / (len(dirs) + 1)
@@ -510,9 +515,12 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
         label="paper (EPFL -> VNC)",
         color="grey",
     )
-    ax.set_xticks(x + width * len(dirs) / 2, methods)
-    ax.set_ylabel("target test IoU (%)")
-    ax.legend()
+    # variants on a second line, so that neighbouring labels do not overlap
+    ax.set_xticks(x + width * len(dirs) / 2, [m.replace(" (", "\n(") for m in methods])
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_ylabel("target test IoU (%), + target BN")
+    ax.set_ylim(0, 80)  # room above the bars for the legend
+    ax.legend(loc="upper left", ncols=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "bars.png", dpi=100)
     plt.close(fig)
