@@ -37,6 +37,17 @@ def test_every_method_trains_with_mixed_precision(tmp_path, method):
     assert tensors and all(t.device.type == "cpu" for t in tensors)
 
 
+def test_selftrain_on_the_gpu_learns_from_a_teacher_trained_on_the_cpu(tmp_path):
+    teacher = tmp_path / "teacher"  # the checkpoint holds CPU tensors; the head must move
+    assert adapt_on_crops(teacher, "--device", "cpu", method="ft").exit_code == 0
+    out = tmp_path / "student"
+    result = adapt_on_crops(out, *GPU, "--iterations", "20", "--batch-size", "4",
+                            "--opt", f"teacher={teacher}", method="selftrain")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = read_log(out)
+    assert len(log) == 20 and all(np.isfinite(r["pseudo_label"]) for r in log), log[-1]
+
+
 def test_gpu_prediction_agrees_with_cpu(tmp_path):
     run = tmp_path / "run"
     assert adapt_on_crops(run, *GPU, "--iterations", "30", method="ynet").exit_code == 0
