@@ -1,22 +1,18 @@
 """The mean-teacher plugin: the teacher's EMA, its view of the target, the confidence
 mask, its absence from exports, and an exact resume (the teacher is training state)."""
 
-import signal
-
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 from emda.checkpoint import load_checkpoint
-from emda.cli import app
 from emda.method import Batch
 from emda.model import UNet, UNetConfig
 from emda.registry import load_registry
 from emda.train import compute_terms
 from emda_methods.meanteacher import Teacher
 
-from .test_resume import ARGS, _start_and_stop, _weights
+from .test_resume import ARGS, kill_resume_matches_whole
 
 
 @pytest.fixture
@@ -99,15 +95,6 @@ def test_sigkill_then_resume_restores_the_teacher(tmp_path):
     # every pixel teaches from the first step, so a teacher not restored changes the result
     args = [a if a != "dann" else "meanteacher" for a in ARGS]
     args += ["--opt", "confidence=0.5", "--opt", "rampup=0"]
-    whole = tmp_path / "whole"
-    assert CliRunner().invoke(app, [*args, "--out", str(whole)]).exit_code == 0
+    whole = kill_resume_matches_whole(tmp_path, args)
     ckpt = load_checkpoint(whole)  # the teacher is training state, not part of the export
     assert ckpt.heads == {} and set(ckpt.state_dict) == set(ckpt.build_model().state_dict())
-
-    run = tmp_path / "run"
-    proc = _start_and_stop(run, signal.SIGKILL, 47, args)
-    assert proc.returncode == -signal.SIGKILL
-    result = CliRunner().invoke(app, [*args, "--out", str(run), "--resume"])
-    assert result.exit_code == 0, result.output
-    for name, value in _weights(whole)["state_dict"].items():
-        torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +54,22 @@ def _start_and_stop(run, sig: int, after_lines: int, args=ARGS) -> subprocess.Po
 
 def _weights(run):
     return torch.load(run / "checkpoint.pt", weights_only=True)
+
+
+def kill_resume_matches_whole(tmp_path: Path, args: list[str], after_lines: int = 47) -> Path:
+    """Train ``args`` whole, then again killed (SIGKILL) after ``after_lines`` iterations
+    and resumed; assert both give the same weights. Returns the whole run's directory."""
+    whole = tmp_path / "whole"
+    result = CliRunner().invoke(app, [*args, "--out", str(whole)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    proc = _start_and_stop(run, signal.SIGKILL, after_lines, args)
+    assert proc.returncode == -signal.SIGKILL
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    for name, value in _weights(whole)["state_dict"].items():
+        torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)
+    return whole
 
 
 @pytest.fixture(scope="module")

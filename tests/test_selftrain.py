@@ -2,15 +2,12 @@
 flipped views, where the network starts, clear errors, and an exact resume."""
 
 import json
-import signal
 
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 from emda.checkpoint import load_checkpoint
-from emda.cli import app
 from emda.errors import EmdaError
 from emda.method import Batch
 from emda.model import UNet, UNetConfig
@@ -20,7 +17,7 @@ from emda.train import compute_terms
 from emda_methods.selftrain import FrozenTeacher
 from tests.conftest import adapt_on_crops
 
-from .test_resume import ARGS, _start_and_stop, _weights
+from .test_resume import ARGS, kill_resume_matches_whole
 
 
 @pytest.fixture
@@ -134,16 +131,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(teacher_run, tmp_path)
     # resuming must not start again from the teacher: the saved state holds the weights
     args = [a if a != "dann" else "selftrain" for a in ARGS]
     args += ["--opt", f"teacher={teacher_run}", "--opt", "confidence=0.5"]
-    whole = tmp_path / "whole"
-    result = CliRunner().invoke(app, [*args, "--out", str(whole)])
-    assert result.exit_code == 0, result.output
-    run = tmp_path / "run"
-    proc = _start_and_stop(run, signal.SIGKILL, 47, args)
-    assert proc.returncode == -signal.SIGKILL
-    result = CliRunner().invoke(app, [*args, "--out", str(run), "--resume"])
-    assert result.exit_code == 0, result.output
-    for name, value in _weights(whole)["state_dict"].items():
-        torch.testing.assert_close(_weights(run)["state_dict"][name], value, msg=name)
+    kill_resume_matches_whole(tmp_path, args)
 
 
 def test_a_teacher_with_source_statistics_is_warned_about(method_cls, tmp_path, caplog):
