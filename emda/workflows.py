@@ -187,7 +187,8 @@ def adapt(
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = UNet(model_config)
     method.build_heads(model)  # a method's option errors surface before anything is written
-    method.initialise(model)
+    if not resume:  # a resumed run's weights come from its saved state
+        method.initialise(model)
     if ddp.is_main():  # under torchrun, rank 0 alone writes the run directory
         prepare_run_dir(run_dir, overwrite, resume)
     src_range = normalization.fit(src_raw)
