@@ -69,6 +69,7 @@ PROFILES = {
 # teacher=ynet`): the harness trains that row first, same direction and seed, and
 # hands its target-BN model over. Fixed before any selftrain result existed: Y-Net,
 # the paper's own proposal and the row with three seeds in both directions.
+# `teacher=selftrain` is a second round: the default selftrain row teaches.
 SELFTRAIN_TEACHER = "ynet"
 
 PAPER = {"ft": 28.70, "mmd": 44.96, "coral": 40.28, "dann": 49.90, "ynet": 49.55}
@@ -99,6 +100,14 @@ def method_options(method: str, assignments: list[str]) -> dict:
         return options_to_dict(resolve_method(method, assignments).options)
     except EmdaError as exc:
         sys.exit(f"error: {exc}")  # it names the option and the method
+
+
+def row_options(method: str, assignments: list[str]) -> dict:
+    """A row's method options: ``emda adapt``'s, with selftrain's teacher filled in."""
+    options = method_options(method, assignments)
+    if method == "selftrain" and not options["teacher"]:
+        options["teacher"] = SELFTRAIN_TEACHER
+    return options
 
 
 def option_changes(method: str, options: dict) -> dict:
@@ -214,10 +223,11 @@ def adapted_models(
     if not _finished(trained):
         if method == "selftrain":  # the teacher row's model first (its score is not needed)
             name = options["teacher"]
+            teacher_options = row_options(name, [])  # a selftrain teacher has the default one
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
-                                 method_options(name, []))  # fmt: skip
+                                 teacher_options)  # fmt: skip
             spent: dict[str, float] = {}
-            _, teacher_run = adapted_models(teacher, direction, method_options(name, []), spent)
+            _, teacher_run = adapted_models(teacher, direction, teacher_options, spent)
             times.update({f"teacher_{k}": v for k, v in spent.items()})
             options = {**options, "teacher": str(teacher_run.relative_to(REPO))}
         adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels, "--method", method,
@@ -245,9 +255,7 @@ def run_one(
     fraction of the target training labels and scores the result. ``planes``: ``emda
     predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
     adapt --opt`` assignments for the method."""
-    options = method_options(method, list(opt))
-    if method == "selftrain" and not options["teacher"]:
-        options["teacher"] = SELFTRAIN_TEACHER
+    options = row_options(method, list(opt))
     config = row_config(profile, direction, method, seed, semi, planes, options)
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"

@@ -107,3 +107,39 @@ def test_selftrain_trains_its_teacher_row_first_and_is_keyed_by_its_name(
     calls.clear()  # finished models are reused, the teacher's too
     harness.adapted_models(config, direction, options, {})
     assert calls == []
+
+
+def test_teacher_selftrain_is_a_second_round_taught_by_the_default_selftrain_row(
+    harness, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
+    calls = []
+
+    def fake_emda(*args, log):
+        calls.append(args)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "checkpoint.pt").touch()
+        return 1.0
+
+    monkeypatch.setattr(harness, "emda", fake_emda)
+    direction = harness.directions("shared")["epfl2vnc"]
+    options = harness.row_options("selftrain", ["teacher=selftrain"])
+    config = harness.row_config("cpu", direction, "selftrain", 2, None, "xy", options)
+    assert config["opt"]["teacher"] == "selftrain"
+    times = {}
+    harness.adapted_models(config, direction, options, times)
+    adapts = [c for c in calls if c[0] == "adapt"]
+    methods = [a[a.index("--method") + 1] for a in adapts]
+    assert methods == ["ynet", "selftrain", "selftrain"]  # Y-Net, round 1, round 2
+    first_round = harness.row_config("cpu", direction, "selftrain", 2, None, "xy",
+                                     harness.row_options("selftrain", []))  # fmt: skip
+    assert first_round["opt"]["teacher"] == "ynet"  # the default row, with its own key
+    round_one = harness._adapted_dir(first_round) / "run_target_bn"
+    assert f"teacher={round_one.relative_to(tmp_path)}" in adapts[2]
+    assert {"teacher_teacher_adapt", "teacher_adapt", "adapt"} <= set(times)
+    # the first round is the same row `--methods selftrain` trains: reused, not retrained
+    calls.clear()
+    harness.adapted_models(first_round, direction, harness.row_options("selftrain", []), {})
+    assert calls == []
