@@ -72,6 +72,9 @@ PROFILES = {
 # `teacher=selftrain` is a second round: the default selftrain row teaches.
 SELFTRAIN_TEACHER = "ynet"
 
+# how a row's trained models are scored; rows that differ in these share the models
+SCORING = {"planes", "tta"}
+
 PAPER = {"ft": 28.70, "mmd": 44.96, "coral": 40.28, "dann": 49.90, "ynet": 49.55}
 DA_ISC_VNC_TO_LUCCHI = 68.65  # the later anchor for VNC -> EPFL
 
@@ -182,7 +185,7 @@ def emda(*args: str, log: Path) -> float:
 
 def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
-    planes: str, options: dict,
+    planes: str, options: dict, tta: bool = False,
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -196,6 +199,8 @@ def row_config(
     }
     if planes != "xy":  # slice-wise rows keep the keys they had before --planes existed
         config["planes"] = planes
+    if tta:  # likewise: only rows scored with `emda predict --tta` record it
+        config["tta"] = True
     if changes := option_changes(method, options):
         config["opt"] = changes
     return config
@@ -203,8 +208,8 @@ def row_config(
 
 def _adapted_dir(config: dict) -> Path:
     """Work directory of a row's adapted model, shared by the unsupervised and the
-    semi-supervised rows and by every ``--planes`` choice."""
-    trained = {k: v for k, v in config.items() if k != "planes"}
+    semi-supervised rows and by every scoring choice (``--planes``, ``--tta``)."""
+    trained = {k: v for k, v in config.items() if k not in SCORING}
     return HERE / "work" / config["profile"] / config_key({**trained, "semi_fraction": None})
 
 
@@ -247,16 +252,17 @@ def adapted_models(
 
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
-    planes: str = "xy", opt: list[str] = (),
+    planes: str = "xy", opt: list[str] = (), tta: bool = False,
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
     default), each scored on the target test set; ``semi`` finetunes the latter on that
     fraction of the target training labels and scores the result. ``planes``: ``emda
     predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
-    adapt --opt`` assignments for the method."""
+    adapt --opt`` assignments for the method. ``tta``: ``emda predict --tta`` (8
+    flips/rotations averaged), again on the same models."""
     options = row_options(method, list(opt))
-    config = row_config(profile, direction, method, seed, semi, planes, options)
+    config = row_config(profile, direction, method, seed, semi, planes, options, tta)
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
@@ -277,18 +283,19 @@ def run_one(
               "--fraction", str(semi), "--out", str(work / "run"), *train, *target_z,
               _restart_or_resume(work / "run"),
               "--iterations", str(p["finetune_iterations"])]  # fmt: skip
-        if not _finished(work / "run"):  # shared by the rows that differ in --planes only
+        if not _finished(work / "run"):  # shared by the rows that differ in scoring only
             times["finetune"] = emda(*ft, log=log)
         scored = {"scores": work / "run"}
     else:
         scored = {"scores_as_trained": trained, "scores": recalibrated}
     result = {"key": key, "config": config}
-    tag = "" if planes == "xy" else f"_{planes}"
+    tag = ("" if planes == "xy" else f"_{planes}") + ("_tta" if tta else "")
     for field, model in scored.items():
         prob = model.parent / f"{model.name}{tag}_prob.tif"
         times[f"predict_{model.name}"] = emda("predict", str(model), te.raw, "--output", str(prob),
                                               "--tile-size", str(p["tile_size"]), "--quiet",
                                               "--planes", planes, "--overwrite",
+                                              *(["--tta"] if tta else []),
                                               log=log)  # fmt: skip
         scores = model.parent / f"{model.name}{tag}_scores.json"
         evaluate = ["evaluate", str(prob), "--labels", te.labels, "--json", str(scores),
@@ -403,6 +410,7 @@ def report(profile: str) -> str:
         c = r["config"]
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
         setting += f", {c['planes']} planes" if "planes" in c else ""
+        setting += ", tta" if c.get("tta") else ""
         # a plain method name is what `emda adapt --method NAME` trains today
         label = c["method"] + "".join(f" ({k}={v})" for k, v in _non_defaults(c).items())
         row = rows.setdefault((c["direction"]["name"], setting, label), {})
@@ -470,7 +478,7 @@ def _defaults(config: dict) -> bool:
 def _label_share(setting: str) -> float:
     """Sort key of a setting: "unsupervised" first, then "semi 5%", "semi 15%", ... by share."""
     share = 0.0 if setting.startswith("unsupervised") else float(setting.split()[1].rstrip("%,"))
-    return share + (0.5 if "planes" in setting else 0.0)  # after its slice-wise row
+    return share + (0.5 if "," in setting else 0.0)  # after its plainly scored row
 
 
 def _update_readme(profile: str, table: str, out: Path) -> None:
@@ -535,7 +543,7 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
 
     # IoU against the fraction of target labels (the paper's Figure 3); 0 = unsupervised
     # slice-wise rows with the methods' current defaults only
-    results = [r for r in results if "planes" not in r["config"] and _defaults(r["config"])]
+    results = [r for r in results if not SCORING & r["config"].keys() and _defaults(r["config"])]
     curves: dict[tuple, dict[float, list[float]]] = {}
     for r in results:
         c = r["config"]
@@ -618,6 +626,11 @@ def main() -> None:
         help="run: `emda predict --planes` for the scored predictions (the models are shared)",
     )
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="run: `emda predict --tta` for the scored predictions (the models are shared)",
+    )
+    parser.add_argument(
         "--opt",
         action="append",
         default=[],
@@ -648,9 +661,8 @@ def main() -> None:
                     fractions = [float(f) for f in args.semi.split(",") if f]
                     fractions = [] if name == "epfl2epfl" else fractions
                     for semi in [None, *fractions]:
-                        r = run_one(
-                            args.profile, dirs[name], method, seed, semi, args.planes, args.opt
-                        )
+                        r = run_one(args.profile, dirs[name], method, seed, semi,
+                                    args.planes, args.opt, args.tta)  # fmt: skip
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
                             f"IoU {r['scores']['iou']:.4f}",

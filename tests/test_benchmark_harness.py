@@ -143,3 +143,33 @@ def test_teacher_selftrain_is_a_second_round_taught_by_the_default_selftrain_row
     calls.clear()
     harness.adapted_models(first_round, direction, harness.row_options("selftrain", []), {})
     assert calls == []
+
+
+def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
+    calls = []
+
+    def fake_emda(*args, log):
+        calls.append(args)
+        if args[0] in ("adapt", "recalibrate"):
+            out = Path(args[args.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "checkpoint.pt").touch()
+        if args[0] == "evaluate":
+            Path(args[args.index("--json") + 1]).write_text('[{"iou": 0.5}]')
+        return 1.0
+
+    monkeypatch.setattr(harness, "emda", fake_emda)
+    direction = harness.directions("shared")["epfl2vnc"]
+    plain = harness.run_one("cpu", direction, "ynet", 0, None)
+    tta = harness.run_one("cpu", direction, "ynet", 0, None, tta=True)
+    assert plain["key"] != tta["key"] and tta["config"]["tta"] is True
+    assert "tta" not in plain["config"]  # plain rows keep the keys they always had
+    adapts = [c for c in calls if c[0] == "adapt"]
+    assert len(adapts) == 1  # the tta row reuses the trained models
+    predicts = [c for c in calls if c[0] == "predict"]
+    assert ["--tta" in c for c in predicts] == [False, False, True, True]
+    outputs = {c[c.index("--output") + 1] for c in predicts}
+    assert len(outputs) == 4  # the tta predictions do not overwrite the plain ones
+    assert harness._label_share("unsupervised, tta") > harness._label_share("unsupervised")
