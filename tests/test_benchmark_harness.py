@@ -22,6 +22,28 @@ def harness():
     del sys.modules[spec.name]
 
 
+@pytest.fixture
+def fake_runs(harness, tmp_path, monkeypatch):
+    """The harness in ``tmp_path``, its emda calls recorded instead of run: a training
+    call leaves a finished run, an evaluation an IoU of 0.5."""
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
+    calls = []
+
+    def fake_emda(*args, log):
+        calls.append(args)
+        if args[0] in ("adapt", "recalibrate"):
+            out = Path(args[args.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "checkpoint.pt").touch()
+        if args[0] == "evaluate":
+            Path(args[args.index("--json") + 1]).write_text('[{"iou": 0.5}]')
+        return 1.0
+
+    monkeypatch.setattr(harness, "emda", fake_emda)
+    return calls
+
+
 @pytest.mark.parametrize("method", ["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])
 def test_default_options_key_a_row_by_what_changed_since_options_entered_the_key(harness, method):
     """Rows made before options entered the key keep their keys (and their results);
@@ -72,24 +94,19 @@ def test_interrupted_training_is_resumed_not_restarted(harness, tmp_path):
     assert harness._restart_or_resume(tmp_path) == "--resume"
 
 
-def test_selftrain_trains_its_teacher_row_first_and_is_keyed_by_its_name(
-    harness, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(harness, "REPO", tmp_path)
-    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
-    calls = []
-
-    def fake_emda(*args, log):
-        calls.append(args)
-        out = Path(args[args.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "checkpoint.pt").touch()
-        return 1.0
-
-    monkeypatch.setattr(harness, "emda", fake_emda)
+def selftrain_row(harness, seed: int, teacher: str) -> tuple:
+    """An EPFL -> VNC selftrain row of the CPU profile: direction, options, config."""
     direction = harness.directions("shared")["epfl2vnc"]
-    options = harness.method_options("selftrain", ["teacher=ynet"])
-    config = harness.row_config("cpu", direction, "selftrain", 1, None, "xy", options)
+    options = harness.row_options("selftrain", [f"teacher={teacher}"])
+    return direction, options, harness.row_config("cpu", direction, "selftrain", seed, None,
+                                                  "xy", options)  # fmt: skip
+
+
+def test_selftrain_trains_its_teacher_row_first_and_is_keyed_by_its_name(
+    harness, tmp_path, fake_runs
+):
+    calls = fake_runs
+    direction, options, config = selftrain_row(harness, 1, "ynet")
     assert config["opt"]["teacher"] == "ynet"  # the key names the teacher's method, no path
     times = {}
     trained, recalibrated = harness.adapted_models(config, direction, options, times)
@@ -110,23 +127,10 @@ def test_selftrain_trains_its_teacher_row_first_and_is_keyed_by_its_name(
 
 
 def test_teacher_selftrain_is_a_second_round_taught_by_the_default_selftrain_row(
-    harness, tmp_path, monkeypatch
+    harness, tmp_path, fake_runs
 ):
-    monkeypatch.setattr(harness, "REPO", tmp_path)
-    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
-    calls = []
-
-    def fake_emda(*args, log):
-        calls.append(args)
-        out = Path(args[args.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "checkpoint.pt").touch()
-        return 1.0
-
-    monkeypatch.setattr(harness, "emda", fake_emda)
-    direction = harness.directions("shared")["epfl2vnc"]
-    options = harness.row_options("selftrain", ["teacher=selftrain"])
-    config = harness.row_config("cpu", direction, "selftrain", 2, None, "xy", options)
+    calls = fake_runs
+    direction, options, config = selftrain_row(harness, 2, "selftrain")
     assert config["opt"]["teacher"] == "selftrain"
     times = {}
     harness.adapted_models(config, direction, options, times)
@@ -145,22 +149,8 @@ def test_teacher_selftrain_is_a_second_round_taught_by_the_default_selftrain_row
     assert calls == []
 
 
-def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, tmp_path, monkeypatch):
-    monkeypatch.setattr(harness, "REPO", tmp_path)
-    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
-    calls = []
-
-    def fake_emda(*args, log):
-        calls.append(args)
-        if args[0] in ("adapt", "recalibrate"):
-            out = Path(args[args.index("--out") + 1])
-            out.mkdir(parents=True)
-            (out / "checkpoint.pt").touch()
-        if args[0] == "evaluate":
-            Path(args[args.index("--json") + 1]).write_text('[{"iou": 0.5}]')
-        return 1.0
-
-    monkeypatch.setattr(harness, "emda", fake_emda)
+def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, fake_runs):
+    calls = fake_runs
     direction = harness.directions("shared")["epfl2vnc"]
     plain = harness.run_one("cpu", direction, "ynet", 0, None)
     tta = harness.run_one("cpu", direction, "ynet", 0, None, tta=True)
