@@ -305,10 +305,19 @@ def run_one(
         (result[field],) = json.loads(scores.read_text())
     from emda import __version__
 
-    result.update(seconds=times, emda_version=__version__)
+    result.update(seconds=times, emda_version=__version__, trained_with=_trained_with(trained))
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _trained_with(run: Path) -> dict:
+    """torch version and CPU threads the row's model trained with (a rerun repeats the
+    result bit for bit only with both the same); empty for runs older than the record."""
+    from emda.checkpoint import load_checkpoint
+
+    training = load_checkpoint(run).training
+    return {k: training[k] for k in ("torch_version", "cpu_threads") if k in training}
 
 
 def adopt(

@@ -157,6 +157,16 @@ OverwriteOpt = Annotated[
 ]
 
 
+def _computed_with(training: dict) -> str | None:
+    """torch version and CPU threads of the training run (of the base run, for a
+    recalibrated model); None for runs older than the record."""
+    while "cpu_threads" not in training and "base_training" in training:
+        training = training["base_training"]
+    if "cpu_threads" not in training:
+        return None
+    return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads"
+
+
 def _setup(device: Device, threads: int | None):
     import torch
 
@@ -775,6 +785,8 @@ def info(
             f"{ckpt.source_range.low:.1f}-{ckpt.source_range.high:.1f}",
             "emda version": ckpt.emda_version,
         }
+        if computed := _computed_with(ckpt.training):
+            rows["trained with"] = computed
         records = read_log(p if p.is_dir() else p.parent)
         if records:
             ended = log_summary(records)

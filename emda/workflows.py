@@ -601,7 +601,10 @@ def evaluate_many(
 def _training_dict(config: TrainConfig) -> dict:
     from dataclasses import asdict
 
-    return {**asdict(config), "emda_version": __version__}
+    # a CPU run repeats bit for bit only with the same torch and thread count (another
+    # count sums in another order), so both are kept beside the settings
+    computed = {"torch_version": str(torch.__version__), "cpu_threads": torch.get_num_threads()}
+    return {**asdict(config), "emda_version": __version__, **computed}
 
 
 def _write_config(run_dir: Path, command: str, resolved: dict | None) -> None:

@@ -41,6 +41,7 @@ def fake_runs(harness, tmp_path, monkeypatch):
         return 1.0
 
     monkeypatch.setattr(harness, "emda", fake_emda)
+    monkeypatch.setattr(harness, "_trained_with", lambda run: {"cpu_threads": 2})
     return calls
 
 
@@ -155,6 +156,7 @@ def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, fake_ru
     plain = harness.run_one("cpu", direction, "ynet", 0, None)
     tta = harness.run_one("cpu", direction, "ynet", 0, None, tta=True)
     assert plain["key"] != tta["key"] and tta["config"]["tta"] is True
+    assert plain["trained_with"] == {"cpu_threads": 2}
     assert "tta" not in plain["config"]  # plain rows keep the keys they always had
     adapts = [c for c in calls if c[0] == "adapt"]
     assert len(adapts) == 1  # the tta row reuses the trained models

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from emda.cli import app
@@ -199,8 +200,21 @@ def test_info_describes_volumes_and_runs(trained_run, crops):
     run = runner.invoke(app, ["info", str(trained_run)])
     assert run.exit_code == 0 and "4 of 4" in run.output and "ft" in run.output
     assert "last 4 iterations (mean)" in run.output and "seg " in run.output
+    # what a bit-for-bit rerun on the CPU needs besides the settings
+    assert f"torch {torch.__version__}" in run.output and "CPU threads" in run.output
     missing = runner.invoke(app, ["info", "no_such_run"])
     assert missing.exit_code == 1 and "no_such_run: no such file or directory" in missing.output
+
+
+def test_a_recalibrated_model_reports_the_torch_and_threads_of_its_training_run():
+    from emda.cli import _computed_with
+
+    trained = {"command": "adapt", "torch_version": "2.13.0", "cpu_threads": 2}
+    assert _computed_with(trained) == "torch 2.13.0, 2 CPU threads"
+    assert _computed_with({"command": "recalibrate", "base_training": trained}) == (
+        "torch 2.13.0, 2 CPU threads"
+    )
+    assert _computed_with({"command": "adapt"}) is None  # runs older than the record
 
 
 def test_log_summary_averages_terms_and_metrics_over_the_last_iterations():
