@@ -165,3 +165,16 @@ def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, fake_ru
     outputs = {c[c.index("--output") + 1] for c in predicts}
     assert len(outputs) == 4  # the tta predictions do not overwrite the plain ones
     assert harness._label_share("unsupervised, tta") > harness._label_share("unsupervised")
+
+
+def test_a_result_records_the_torch_and_cpu_threads_its_model_trained_with(harness, tmp_path):
+    import torch
+
+    from tests.conftest import adapt_on_crops
+
+    result = adapt_on_crops(tmp_path / "run", "--iterations", "2", "--no-target-bn")
+    assert result.exit_code == 0, result.output
+    assert harness._trained_with(tmp_path / "run") == {
+        "torch_version": str(torch.__version__),
+        "cpu_threads": torch.get_num_threads(),
+    }
