@@ -312,12 +312,14 @@ def run_one(
 
 
 def _trained_with(run: Path) -> dict:
-    """torch version and CPU threads the row's model trained with (a rerun repeats the
-    result bit for bit only with both the same); empty for runs older than the record."""
+    """torch version, CPU threads and vector instructions the row's model trained with (a
+    rerun repeats the result bit for bit only with all three the same); empty for runs
+    older than the record."""
     from emda.checkpoint import load_checkpoint
 
     training = load_checkpoint(run).training
-    return {k: training[k] for k in ("torch_version", "cpu_threads") if k in training}
+    keys = ("torch_version", "cpu_threads", "cpu_capability")
+    return {k: training[k] for k in keys if k in training}
 
 
 def adopt(

@@ -164,7 +164,8 @@ def _computed_with(training: dict) -> str | None:
         training = training["base_training"]
     if "cpu_threads" not in training:
         return None
-    return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads"
+    vector = f" ({training['cpu_capability']})" if "cpu_capability" in training else ""
+    return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads{vector}"
 
 
 def _setup(device: Device, threads: int | None):

@@ -601,9 +601,13 @@ def evaluate_many(
 def _training_dict(config: TrainConfig) -> dict:
     from dataclasses import asdict
 
-    # a CPU run repeats bit for bit only with the same torch and thread count (another
-    # count sums in another order), so both are kept beside the settings
-    computed = {"torch_version": str(torch.__version__), "cpu_threads": torch.get_num_threads()}
+    # a CPU run repeats bit for bit only with the same torch, thread count and vector
+    # instructions (each sums in another order), so they are kept beside the settings
+    computed = {
+        "torch_version": str(torch.__version__),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     return {**asdict(config), "emda_version": __version__, **computed}
 
 

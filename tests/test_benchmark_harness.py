@@ -177,4 +177,5 @@ def test_a_result_records_the_torch_and_cpu_threads_its_model_trained_with(harne
     assert harness._trained_with(tmp_path / "run") == {
         "torch_version": str(torch.__version__),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }

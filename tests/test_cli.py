@@ -202,6 +202,7 @@ def test_info_describes_volumes_and_runs(trained_run, crops):
     assert "last 4 iterations (mean)" in run.output and "seg " in run.output
     # what a bit-for-bit rerun on the CPU needs besides the settings
     assert f"torch {torch.__version__}" in run.output and "CPU threads" in run.output
+    assert torch.backends.cpu.get_cpu_capability() in run.output
     missing = runner.invoke(app, ["info", "no_such_run"])
     assert missing.exit_code == 1 and "no_such_run: no such file or directory" in missing.output
 
@@ -209,11 +210,13 @@ def test_info_describes_volumes_and_runs(trained_run, crops):
 def test_a_recalibrated_model_reports_the_torch_and_threads_of_its_training_run():
     from emda.cli import _computed_with
 
-    trained = {"command": "adapt", "torch_version": "2.13.0", "cpu_threads": 2}
+    trained = {"command": "adapt", "torch_version": "2.13.0", "cpu_threads": 2,
+               "cpu_capability": "AVX512"}  # fmt: skip
+    said = "torch 2.13.0, 2 CPU threads (AVX512)"
+    assert _computed_with(trained) == said
+    assert _computed_with({"command": "recalibrate", "base_training": trained}) == said
+    del trained["cpu_capability"]  # recorded since a later version than the threads
     assert _computed_with(trained) == "torch 2.13.0, 2 CPU threads"
-    assert _computed_with({"command": "recalibrate", "base_training": trained}) == (
-        "torch 2.13.0, 2 CPU threads"
-    )
     assert _computed_with({"command": "adapt"}) is None  # runs older than the record
 
 
