@@ -2,6 +2,7 @@
 
     python benchmarks/paper_table.py run    --profile cpu [--directions ...] [--methods ...]
                                             [--seeds 0,1,2] [--semi 0.15] [--opt NAME=VALUE]
+                                            [--augment NAME=VALUE] [--tta]
     python benchmarks/paper_table.py report --profile cpu
     python benchmarks/paper_table.py adopt  --profile cpu --directions D --methods M --seeds S RUN
 
@@ -105,6 +106,39 @@ def method_options(method: str, assignments: list[str]) -> dict:
         sys.exit(f"error: {exc}")  # it names the option and the method
 
 
+# training augmentation a row may change with `run --augment NAME=VALUE`; every other row
+# trains with `emda adapt`'s defaults, the protocol's "same augmentation for every method"
+AUGMENT_NAMES = ("intensity_jitter", "sharpness", "noise")
+
+
+def augment_changes(assignments: list[str]) -> dict:
+    """The augmentation settings given that differ from ``emda adapt``'s defaults."""
+    from emda.train import TrainConfig
+
+    defaults, changes = TrainConfig(), {}
+    for text in assignments:
+        name, sep, value = (part.strip() for part in text.partition("="))
+        name = name.replace("-", "_")
+        if not sep or name not in AUGMENT_NAMES:
+            sys.exit(f"error: --augment {text!r}: expected NAME=VALUE, NAME one of "
+                     f"{', '.join(AUGMENT_NAMES)}")  # fmt: skip
+        try:
+            number = float(value)
+        except ValueError:
+            sys.exit(f"error: --augment {text!r}: {value!r} is not a number")
+        if number != getattr(defaults, name):
+            changes[name] = number
+    return changes
+
+
+def augment_flags(config: dict) -> list[str]:
+    """``emda adapt``/``finetune`` arguments for a row's non-default augmentation."""
+    flags = []
+    for name, value in config.get("augment", {}).items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
 def row_options(method: str, assignments: list[str]) -> dict:
     """A row's method options: ``emda adapt``'s, with selftrain's teacher filled in."""
     options = method_options(method, assignments)
@@ -185,7 +219,7 @@ def emda(*args: str, log: Path) -> float:
 
 def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
-    planes: str, options: dict, tta: bool = False,
+    planes: str, options: dict, tta: bool = False, augment: dict | None = None,
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -203,6 +237,8 @@ def row_config(
         config["tta"] = True
     if changes := option_changes(method, options):
         config["opt"] = changes
+    if augment:  # rows with the default augmentation keep the keys they had before
+        config["augment"] = augment
     return config
 
 
@@ -230,7 +266,7 @@ def adapted_models(
             name = options["teacher"]
             teacher_options = row_options(name, [])  # a selftrain teacher has the default one
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
-                                 teacher_options)  # fmt: skip
+                                 teacher_options, augment=config.get("augment"))  # fmt: skip
             spent: dict[str, float] = {}
             _, teacher_run = adapted_models(teacher, direction, teacher_options, spent)
             times.update({f"teacher_{k}": v for k, v in spent.items()})
@@ -239,7 +275,8 @@ def adapted_models(
                  "--base-channels", str(p["base_channels"]), "--iterations", str(p["iterations"]),
                  "--out", str(trained), "--no-target-bn", *opt_flags(options),
                  "--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
-                 "--seed", str(seed), "--quiet", _restart_or_resume(trained)]  # fmt: skip
+                 "--seed", str(seed), "--quiet", _restart_or_resume(trained),
+                 *augment_flags(config)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
@@ -252,7 +289,7 @@ def adapted_models(
 
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
-    planes: str = "xy", opt: list[str] = (), tta: bool = False,
+    planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
@@ -260,16 +297,19 @@ def run_one(
     fraction of the target training labels and scores the result. ``planes``: ``emda
     predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
     adapt --opt`` assignments for the method. ``tta``: ``emda predict --tta`` (8
-    flips/rotations averaged), again on the same models."""
+    flips/rotations averaged), again on the same models. ``augment``: training
+    augmentation other than ``emda adapt``'s default (``sharpness=1.0``), for the row's
+    training, its teacher's and its finetuning alike."""
     options = row_options(method, list(opt))
-    config = row_config(profile, direction, method, seed, semi, planes, options, tta)
+    config = row_config(profile, direction, method, seed, semi, planes, options, tta,
+                        augment_changes(list(augment)))  # fmt: skip
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     p = PROFILES[profile]
     train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
-             "--seed", str(seed), "--quiet"]  # fmt: skip
+             "--seed", str(seed), "--quiet", *augment_flags(config)]  # fmt: skip
     tr, te = direction.target_train, direction.target_test
     target_z = ["--target-z", tr.z] if tr.z else []
     times: dict[str, float] = {}
@@ -422,9 +462,7 @@ def report(profile: str) -> str:
         setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
         setting += f", {c['planes']} planes" if "planes" in c else ""
         setting += ", tta" if c.get("tta") else ""
-        # a plain method name is what `emda adapt --method NAME` trains today
-        label = c["method"] + "".join(f" ({k}={v})" for k, v in _non_defaults(c).items())
-        row = rows.setdefault((c["direction"]["name"], setting, label), {})
+        row = rows.setdefault((c["direction"]["name"], setting, row_label(c)), {})
         for field in ("scores_as_trained", "scores"):
             if field in r:
                 row.setdefault(field, []).append(100 * r[field]["iou"])
@@ -474,6 +512,13 @@ def _method_order(label: str) -> tuple:
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else 99, label)
 
 
+def row_label(config: dict) -> str:
+    """A plain method name is what `emda adapt --method NAME` trains today; a variant
+    names its options and augmentation that differ, e.g. "dann (classifier=position)"."""
+    changed = {**_non_defaults(config), **config.get("augment", {})}
+    return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items())
+
+
 def _non_defaults(config: dict) -> dict:
     """The options a row trained with that differ from its method's current defaults."""
     method = config["method"]
@@ -482,8 +527,8 @@ def _non_defaults(config: dict) -> dict:
 
 
 def _defaults(config: dict) -> bool:
-    """Whether a row trained with its method's current default options."""
-    return not _non_defaults(config)
+    """Whether a row trained with its method's current default options and augmentation."""
+    return not _non_defaults(config) and "augment" not in config
 
 
 def _label_share(setting: str) -> float:
@@ -650,6 +695,14 @@ def main() -> None:
         "defaults get their own keys and table rows",
     )
     parser.add_argument(
+        "--augment",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run: training augmentation other than emda adapt's default (intensity_jitter, "
+        "sharpness, noise); such rows get their own keys and table rows",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="run: skip the report (for several runs side by side)",
@@ -673,7 +726,7 @@ def main() -> None:
                     fractions = [] if name == "epfl2epfl" else fractions
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
-                                    args.planes, args.opt, args.tta)  # fmt: skip
+                                    args.planes, args.opt, args.tta, args.augment)  # fmt: skip
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
                             f"IoU {r['scores']['iou']:.4f}",

@@ -167,6 +167,32 @@ def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, fake_ru
     assert harness._label_share("unsupervised, tta") > harness._label_share("unsupervised")
 
 
+def test_an_augmentation_row_trains_its_own_models_teacher_included(harness, fake_runs):
+    calls = fake_runs
+    direction = harness.directions("shared")["vnc2epfl"]
+    plain = harness.run_one("cpu", direction, "selftrain", 0, None)
+    blurred = harness.run_one("cpu", direction, "selftrain", 0, None, augment=["sharpness=1"])
+    assert "augment" not in plain["config"]  # default rows keep the keys they always had
+    assert blurred["config"]["augment"] == {"sharpness": 1.0}
+    assert blurred["key"] != plain["key"]
+    adapts = [c for c in calls if c[0] == "adapt"]
+    # Y-Net teacher and selftrain student, once plain and once with the augmentation
+    assert [a[a.index("--method") + 1] for a in adapts] == ["ynet", "selftrain"] * 2
+    assert ["--sharpness" in a for a in adapts] == [False, False, True, True]
+    assert all(a[a.index("--sharpness") + 1] == "1.0" for a in adapts[2:])
+    # a value equal to emda adapt's default changes nothing; the label names the change
+    assert harness.augment_changes(["intensity-jitter=0.1", "noise=0"]) == {}
+    assert not harness._defaults(blurred["config"])
+    assert harness.row_label(blurred["config"]) == "selftrain (teacher=ynet) (sharpness=1.0)"
+
+
+def test_a_bad_augmentation_stops_the_harness_naming_it(harness):
+    with pytest.raises(SystemExit, match="--augment 'blur=1': expected NAME=VALUE"):
+        harness.augment_changes(["blur=1"])
+    with pytest.raises(SystemExit, match="'strong' is not a number"):
+        harness.augment_changes(["sharpness=strong"])
+
+
 def test_a_result_records_the_torch_and_cpu_threads_its_model_trained_with(harness, tmp_path):
     import torch
 
