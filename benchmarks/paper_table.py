@@ -108,7 +108,9 @@ def method_options(method: str, assignments: list[str]) -> dict:
 
 # training augmentation a row may change with `run --augment NAME=VALUE`; every other row
 # trains with `emda adapt`'s defaults, the protocol's "same augmentation for every method"
-AUGMENT_NAMES = ("intensity_jitter", "sharpness", "noise")
+AUGMENT_NAMES = ("intensity_jitter", "sharpness", "noise", "amplitude_mix")
+# needs the unlabelled target beside the source: `emda adapt` only, never the finetuning
+ADAPT_ONLY = {"amplitude_mix"}
 
 
 def augment_changes(assignments: list[str]) -> dict:
@@ -131,11 +133,12 @@ def augment_changes(assignments: list[str]) -> dict:
     return changes
 
 
-def augment_flags(config: dict) -> list[str]:
-    """``emda adapt``/``finetune`` arguments for a row's non-default augmentation."""
+def augment_flags(config: dict, finetune: bool = False) -> list[str]:
+    """``emda adapt`` (or ``finetune``) arguments for a row's non-default augmentation."""
     flags = []
     for name, value in config.get("augment", {}).items():
-        flags += [f"--{name.replace('_', '-')}", str(value)]
+        if not (finetune and name in ADAPT_ONLY):
+            flags += [f"--{name.replace('_', '-')}", str(value)]
     return flags
 
 
@@ -309,7 +312,7 @@ def run_one(
         return json.loads(result_path.read_text())
     p = PROFILES[profile]
     train = ["--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
-             "--seed", str(seed), "--quiet", *augment_flags(config)]  # fmt: skip
+             "--seed", str(seed), "--quiet", *augment_flags(config, finetune=True)]  # fmt: skip
     tr, te = direction.target_train, direction.target_test
     target_z = ["--target-z", tr.z] if tr.z else []
     times: dict[str, float] = {}
@@ -380,14 +383,16 @@ def adopt(
         "method": method, "iterations": p["iterations"], "batch_size": p["batch_size"],
         "patch_size": p["patch_size"], "seed": seed, "base_channels": p["base_channels"],
         "depth": 4, "lr": 1e-3, "lr_schedule": "cosine", "augment": True,
-        "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "seg_loss": "bce_dice",
+        "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0,
+        "seg_loss": "bce_dice",
         "lower_percentile": 1.0, "upper_percentile": 99.0, "target_bn": False,
         "source": src.raw, "source_labels": src.labels, "source_z": src.z,
         "target": None if method == "ft" else tr.raw,
         "target_z": None if method == "ft" else tr.z,
         "opt": options,
     }  # fmt: skip
-    defaults = {"sharpness": 0.0, "noise": 0.0, "target_bn": False}  # older runs lack these
+    # older runs lack these
+    defaults = {"sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0, "target_bn": False}
     paths = {"source", "source_labels", "target"}
     for name, value in want.items():
         have = got.get(name, defaults.get(name))
@@ -700,7 +705,7 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="run: training augmentation other than emda adapt's default (intensity_jitter, "
-        "sharpness, noise); such rows get their own keys and table rows",
+        "sharpness, noise, amplitude_mix); such rows get their own keys and table rows",
     )
     parser.add_argument(
         "--no-report",

@@ -229,6 +229,14 @@ NoiseOpt = Annotated[
     float,
     typer.Option(help="Maximum std of added Gaussian noise (0 turns it off).", rich_help_panel=T),
 ]
+AmplitudeMixOpt = Annotated[
+    float,
+    typer.Option(
+        help="Give source patches a target patch's Fourier amplitude spectrum, mixed in "
+        "with a weight ~ U(0, A) (its look; the source's structure stays); 0 = off.",
+        rich_help_panel=T,
+    ),
+]
 SegLossOpt = Annotated[SegLossChoice, typer.Option(help="Segmentation loss.", rich_help_panel=T)]
 CkptEveryOpt = Annotated[
     int, typer.Option(help="Save the checkpoint every N iterations.", rich_help_panel=T)
@@ -316,6 +324,7 @@ def adapt(
     intensity_jitter: JitterOpt = 0.1,
     sharpness: SharpnessOpt = 0.0,
     noise: NoiseOpt = 0.0,
+    amplitude_mix: AmplitudeMixOpt = 0.0,
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
@@ -358,6 +367,7 @@ def adapt(
         intensity_jitter=intensity_jitter,
         sharpness=sharpness,
         noise=noise,
+        amplitude_mix=amplitude_mix,
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,

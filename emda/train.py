@@ -14,7 +14,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from emda.errors import EmdaError
 from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.method import Batch, Method, TrainStep
 from emda.sampling import Augmentation, PatchSampler
+from emda.style import amplitude_mix
 
 LOG_NAME = "log.jsonl"
 STATE_NAME = "state.pt"
@@ -46,6 +47,7 @@ class TrainConfig:
     intensity_jitter: float = 0.1
     sharpness: float = 0.0
     noise: float = 0.0
+    amplitude_mix: float = 0.0  # see emda.style; needs target patches
     seg_loss: str = "bce_dice"
     checkpoint_every: int = 250
     amp: bool = True  # mixed precision; only used on CUDA
@@ -58,6 +60,8 @@ class TrainConfig:
             raise EmdaError("--lr must be positive")
         if self.lr_schedule not in ("cosine", "constant"):
             raise EmdaError("--lr-schedule must be cosine or constant")
+        if not 0 <= self.amplitude_mix <= 1:
+            raise EmdaError("--amplitude-mix must be in [0, 1]")
         self.augmentation()  # validates the augmentation settings
 
     def augmentation(self) -> Augmentation:
@@ -114,6 +118,8 @@ def train(
     use_target = method.uses_target and target is not None
     if method.uses_target and target is None:
         raise EmdaError(f"method '{method.name}' needs target data: pass --target")
+    if config.amplitude_mix > 0 and target is None:
+        raise EmdaError("--amplitude-mix needs target patches: pass --target")
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +144,11 @@ def train(
         task = progress.add_task("training", total=config.iterations, terms="", completed=first)
         for it in range(first, config.iterations):
             src = source.sample(config.batch_size, rng)
-            tgt = target.sample(config.batch_size, rng) if use_target else None
+            tgt = target.sample(config.batch_size, rng) if target is not None else None
+            if config.amplitude_mix > 0:  # source structure in the target's style
+                weights = rng.uniform(0, config.amplitude_mix, size=config.batch_size)
+                src.x = amplitude_mix(src.x, tgt.x, torch.from_numpy(weights))
+            tgt = tgt if use_target else None
             src.x, src.y = _to(src.x, device), src.y.to(device)
             if tgt is not None:
                 tgt.x = _to(tgt.x, device)
@@ -308,6 +318,9 @@ def _restore_state(run_dir, model, heads, optimizer, scheduler, scaler, template
     except Exception as exc:  # a state file is written atomically; this is not one of ours
         raise EmdaError(f"{path}: unreadable training state ({exc})") from None
     now = json.loads(json.dumps(_signature(template), sort_keys=True))
+    # settings added to TrainConfig since the run started had their default value then
+    defaults = {k: v for k, v in asdict(TrainConfig()).items() if k in now["training"]}
+    saved["training"] = {**defaults, **saved["training"]}
     for part in ("method", "method_options", "model", "training"):
         if saved[part] != now[part]:
             diff = _first_difference(saved[part], now[part])

@@ -171,7 +171,10 @@ def adapt(
         raise EmdaError("--source-labels is required: the source must be labelled")
     tgt_sampler = None
     tgt_range = None
-    if target is not None and (method.uses_target or target_bn):
+    mixes = config.amplitude_mix > 0  # target patches lend their style to the source's
+    if mixes and target is None:
+        raise EmdaError("--amplitude-mix needs --target (the style comes from target patches)")
+    if target is not None and (method.uses_target or target_bn or mixes):
         tgt_raw, _, tgt_z = _load_training_volume(target, "target")
         tgt_range = normalization.fit(tgt_raw)
         tgt_sampler = PatchSampler(
@@ -219,7 +222,7 @@ def adapt(
     )
     if not resume and ddp.is_main():
         _write_config(run_dir, "adapt", resolved_config)
-    train_target = tgt_sampler if method.uses_target else None
+    train_target = tgt_sampler if method.uses_target or mixes else None
     result = train(
         model,
         method,

@@ -186,6 +186,17 @@ def test_an_augmentation_row_trains_its_own_models_teacher_included(harness, fak
     assert harness.row_label(blurred["config"]) == "selftrain (teacher=ynet) (sharpness=1.0)"
 
 
+def test_amplitude_mixing_trains_the_adapted_model_but_not_its_finetuning(harness, fake_runs):
+    calls = fake_runs
+    direction = harness.directions("shared")["epfl2vnc"]
+    row = harness.run_one("cpu", direction, "ynet", 0, 0.15, augment=["amplitude_mix=0.5"])
+    assert row["config"]["augment"] == {"amplitude_mix": 0.5}
+    (adapt,) = [c for c in calls if c[0] == "adapt"]
+    assert adapt[adapt.index("--amplitude-mix") + 1] == "0.5"
+    (finetune,) = [c for c in calls if c[0] == "finetune"]
+    assert "--amplitude-mix" not in finetune  # finetuning has no unlabelled target to mix in
+
+
 def test_a_bad_augmentation_stops_the_harness_naming_it(harness):
     with pytest.raises(SystemExit, match="--augment 'blur=1': expected NAME=VALUE"):
         harness.augment_changes(["blur=1"])

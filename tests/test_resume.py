@@ -149,3 +149,18 @@ def test_finetune_resumes_too(tmp_path, uninterrupted):
     done = subprocess.run([*args, "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert [r["iteration"] for r in _log(tmp_path / "ft")] == list(range(1, 81))
+
+
+def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_default(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    _start_and_stop(run, signal.SIGKILL, 25)
+    state = torch.load(run / "state.pt", weights_only=True)
+    signature = json.loads(state["signature"])
+    del signature["training"]["amplitude_mix"]  # as emda before --amplitude-mix saved it
+    state["signature"] = json.dumps(signature, sort_keys=True)
+    torch.save(state, run / "state.pt")
+    mixed = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume", "--amplitude-mix", "1"])
+    assert mixed.exit_code == 1 and "amplitude_mix: 0.0 then, 1.0 now" in mixed.output
+    assert CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"]).exit_code == 0

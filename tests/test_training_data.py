@@ -5,10 +5,13 @@ import pytest
 import torch
 
 from emda.batchnorm import recalibrate_batchnorm
+from emda.checkpoint import load_checkpoint
 from emda.errors import EmdaError
 from emda.model import UNet, UNetConfig
 from emda.normalization import IntensityRange
 from emda.sampling import Augmentation, PatchSampler, _blur
+from emda.style import amplitude_mix
+from emda.train import read_log
 from emda.volume import Volume
 
 from .conftest import adapt_on_crops
@@ -131,3 +134,40 @@ def test_a_log_line_cut_short_by_a_kill_is_left_out(tmp_path):
 
     (tmp_path / "log.jsonl").write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
     assert [r["iteration"] for r in read_log(tmp_path)] == [1, 2]
+
+
+def test_amplitude_mix_keeps_the_source_phase_and_takes_the_target_amplitude():
+    gen = torch.Generator().manual_seed(0)
+    source, target = (
+        torch.rand(3, 1, 32, 32, generator=gen),
+        torch.rand(3, 1, 32, 32, generator=gen),
+    )
+    mixed = amplitude_mix(source, target, torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(mixed[0], source[0], atol=1e-5)  # weight 0: the source unchanged
+    f_src, f_tgt, f_mix = (torch.fft.rfft2(a) for a in (source, target, mixed))
+    want = 0.5 * f_src.abs() + 0.5 * f_tgt.abs()
+    assert torch.allclose(f_mix[1].abs(), want[1], atol=1e-3)
+    assert torch.allclose(f_mix[2].abs(), f_tgt[2].abs(), atol=1e-3)
+    # the phase, where the amplitude is not negligible, is the source's
+    big = f_mix[2].abs() > 1e-2
+    turn = (f_mix[2] * f_src[2].conj())[big]
+    assert torch.allclose(turn.angle(), torch.zeros_like(turn.real), atol=1e-3)
+    assert mixed.shape == source.shape and mixed.dtype == source.dtype
+
+
+def test_amplitude_mix_refuses_mismatched_patches():
+    with pytest.raises(ValueError, match="differ"):
+        amplitude_mix(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 16), torch.zeros(2))
+    with pytest.raises(ValueError, match="one per patch"):
+        amplitude_mix(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(3))
+
+
+def test_adapt_with_amplitude_mix_trains_ft_on_target_styled_source(tmp_path):
+    plain = adapt_on_crops(tmp_path / "plain", "--no-target-bn")
+    mixed = adapt_on_crops(tmp_path / "mixed", "--no-target-bn", "--amplitude-mix", "0.5")
+    assert plain.exit_code == 0 and mixed.exit_code == 0, mixed.output
+    training = load_checkpoint(tmp_path / "mixed").training
+    assert training["amplitude_mix"] == 0.5
+    assert load_checkpoint(tmp_path / "plain").training["amplitude_mix"] == 0.0
+    first = [read_log(tmp_path / run)[0]["seg"] for run in ("plain", "mixed")]
+    assert first[0] != first[1]  # same seed, same weights: only the styled patches differ
