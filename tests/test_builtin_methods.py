@@ -8,7 +8,7 @@ from emda.registry import load_registry
 from emda.testing import check_method
 from tests.conftest import adapt_on_crops
 
-BUILTINS = ["ft", "mmd", "coral", "dann", "ynet", "meanteacher"]
+BUILTINS = ["ft", "mmd", "coral", "dann", "ynet", "meanteacher", "outadv"]
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -25,11 +25,13 @@ def test_builtin_method_trains_through_the_cli(name, tmp_path):
     assert result.exit_code == 0, result.output
     last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
     expected = {"ft": "seg", "mmd": "mmd4", "coral": "coral4", "dann": "dann4",
-                "ynet": "recon_target", "meanteacher": "pseudo_label"}[name]  # fmt: skip
+                "ynet": "recon_target", "meanteacher": "pseudo_label",
+                "outadv": "adversarial"}[name]  # fmt: skip
     assert expected in last
     metrics = {"dann": {"domain_accuracy2", "domain_accuracy3", "domain_accuracy4"},
                "meanteacher": {"teaching_fraction", "teacher_foreground", "pseudo_foreground",
-                               "source_foreground"}}.get(name)  # fmt: skip
+                               "source_foreground"},
+               "outadv": {"domain_accuracy"}}.get(name)  # fmt: skip
     assert set(last.get("metrics", {})) == (metrics or set())
     assert all(0 <= v <= 1 for v in last.get("metrics", {}).values())  # fractions
 
@@ -145,3 +147,43 @@ def test_dann_conv_classifier_sees_spatial_shift_a_position_classifier_cannot(
         opt.step()
     accuracy = float(step.metrics["domain_accuracy1"])
     assert (accuracy > 0.9) if separable else (accuracy < 0.7), accuracy
+
+
+def test_outadv_sends_the_discriminator_s_gradient_reversed_into_the_network():
+    from emda.method import Batch
+    from emda.model import UNet, UNetConfig
+    from emda.train import compute_terms
+
+    cls = load_registry().get("outadv").cls
+    method = cls(cls.Options(weight=1.0, schedule=False))
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=2))
+    heads = torch.nn.ModuleDict(method.build_heads(model))
+    g = torch.Generator().manual_seed(1)
+    source = Batch(torch.rand(2, 1, 32, 32, generator=g),
+                   (torch.rand(2, 1, 32, 32, generator=g) > 0.5).float())  # fmt: skip
+    target = Batch(torch.rand(2, 1, 32, 32, generator=g))
+
+    def grads(reversed_: bool):
+        model.zero_grad()
+        heads.zero_grad()
+        if reversed_:
+            loss = compute_terms(model, heads, method, source, target, 0.5, 0)["adversarial"]
+        else:  # the discriminator's own loss, no reversal: what it descends
+            maps = torch.cat([model(source.x), model(target.x)]).sigmoid()
+            logits = heads["discriminator"](maps)
+            domain = torch.cat([torch.zeros(2), torch.ones(2)]).view(-1, 1, 1, 1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, domain.expand_as(logits)
+            )
+        loss.backward()
+        return ([p.grad.clone() for p in model.parameters() if p.grad is not None],
+                [p.grad.clone() for p in heads.parameters()])  # fmt: skip
+
+    net_rev, d_rev = grads(True)
+    net_own, d_own = grads(False)
+    assert net_rev and len(net_rev) == len(net_own)
+    for a, b in zip(d_rev, d_own):  # the discriminator learns to tell the domains apart
+        torch.testing.assert_close(a, b)
+    for a, b in zip(net_rev, net_own):  # the network learns to fool it
+        torch.testing.assert_close(a, -b)

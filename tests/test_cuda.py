@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 GPU = ["--device", "cuda"]
 
 
-@pytest.mark.parametrize("method", ["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])
+@pytest.mark.parametrize("method", ["ft", "mmd", "coral", "dann", "ynet", "meanteacher", "outadv"])
 def test_every_method_trains_with_mixed_precision(tmp_path, method):
     # AMP (float16 autocast + grad scaler) is on by default on CUDA: each distance and head
     # must stay finite under it, and the default run ends with target batch-norm statistics
