@@ -20,6 +20,7 @@ fooled). The discriminator is a training-time head, dropped from exported models
 """
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ def output_discriminator(width: int) -> nn.Module:
     """(B, 1, H, W) probabilities -> (B, 1, H/16, W/16) logits (AdaptSegNet's D)."""
     layers: list[nn.Module] = []
     channels = [1, width, 2 * width, 4 * width, 8 * width]
-    for c_in, c_out in zip(channels, channels[1:]):
+    for c_in, c_out in pairwise(channels):
         layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
     layers.append(nn.Conv2d(channels[-1], 1, 3, padding=1))
     return nn.Sequential(*layers)
