@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# pytest-xdist workers start with COLUMNS=80, and rich fixes a Console's width from it when
+# emda.cli builds its consoles at import; the CLI tests set the width per invocation instead
+os.environ.pop("COLUMNS", None)
+
 # two threads per test process, fewer when pytest-xdist runs several side by side
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
