@@ -573,7 +573,7 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
     # bars: unsupervised IoU per method and direction, the paper's next to EPFL -> VNC
     methods = sorted({m for (_, s, m) in rows if s == "unsupervised"}, key=_method_order)
     dirs = sorted({d for (d, s, _) in rows if s == "unsupervised" and d != "epfl2epfl"})
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(max(8.0, 2.0 + 0.6 * len(methods)), 5))
     width = 0.8 / (len(dirs) + 1)
     x = np.arange(len(methods))
     for i, d in enumerate(dirs):
@@ -592,8 +592,8 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
         label="paper (EPFL -> VNC)",
         color="grey",
     )
-    # variants on a second line, so that neighbouring labels do not overlap
-    ax.set_xticks(x + width * len(dirs) / 2, [m.replace(" (", "\n(") for m in methods])
+    # slanted, so that the long labels of the variants do not overlap
+    ax.set_xticks(x + width * len(dirs) / 2, methods, rotation=30, ha="right")
     ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("target test IoU (%), + target BN")
     ax.set_ylim(0, 80)  # room above the bars for the legend
