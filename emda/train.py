@@ -119,7 +119,7 @@ def train(
     if method.uses_target and target is None:
         raise EmdaError(f"method '{method.name}' needs target data: pass --target")
     if config.amplitude_mix > 0 and target is None:
-        raise EmdaError("--amplitude-mix needs target patches: pass --target")
+        raise EmdaError("--amplitude-mix needs --target (the style comes from target patches)")
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
