@@ -204,6 +204,41 @@ def directions(data_kind: str) -> dict[str, Direction]:
     }
 
 
+def sharpness_matched(direction: Direction, profile: str) -> tuple[Direction, dict]:
+    """``direction`` with its sharper domain's volume blurred (``emda smooth --like``) to
+    the other's gradient level, both measured on their training slices (no labels), and
+    what was blurred with which sigma. The blurred volume replaces the original in
+    every split that reads it (for VNC: its training and test slices alike)."""
+    import dataclasses
+
+    from emda.evaluate import parse_z_range
+    from emda.sharpness import gradient_level
+    from emda.volume import open_volume
+
+    def level(split: Split) -> float:
+        volume = open_volume(REPO / split.raw)
+        return gradient_level(volume, range(*parse_z_range(split.z, volume.shape[0])))
+
+    src, tr = direction.source, direction.target_train
+    sharp, smooth = (src, tr) if level(src) > level(tr) else (tr, src)
+    # zarr keeps the sigma in its attributes; relative to the repository, like every path
+    out = HERE / "work" / profile / "blurred" / f"{direction.name}_{Path(sharp.raw).stem}.zarr"
+    out = out.relative_to(REPO)
+    if not (REPO / out).exists():
+        (REPO / out).parent.mkdir(parents=True, exist_ok=True)
+        args = ["smooth", sharp.raw, "--output", str(out), "--like", smooth.raw, "--quiet"]
+        args += ["--z-range", sharp.z] if sharp.z else []
+        args += ["--like-z", smooth.z] if smooth.z else []
+        emda(*args, log=REPO / out.with_suffix(".log"))
+    sigma = float(open_volume(REPO / out).array.attrs["emda_smooth_sigma"])
+    swap = {f.name: dataclasses.replace(getattr(direction, f.name), raw=str(out))
+            for f in dataclasses.fields(direction)
+            if f.name != "name" and getattr(direction, f.name).raw == sharp.raw}  # fmt: skip
+    return dataclasses.replace(direction, **swap), {
+        "volume": sharp.raw, "like": smooth.raw, "sigma": sigma, "splits": sorted(swap)
+    }  # fmt: skip
+
+
 def config_key(config: dict) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -223,6 +258,7 @@ def emda(*args: str, log: Path) -> float:
 def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str, options: dict, tta: bool = False, augment: dict | None = None,
+    match_sharpness: bool = False,
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -242,6 +278,8 @@ def row_config(
         config["opt"] = changes
     if augment:  # rows with the default augmentation keep the keys they had before
         config["augment"] = augment
+    if match_sharpness:  # its direction's paths name the blurred volume too
+        config["match_sharpness"] = True
     return config
 
 
@@ -269,7 +307,8 @@ def adapted_models(
             name = options["teacher"]
             teacher_options = row_options(name, [])  # a selftrain teacher has the default one
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
-                                 teacher_options, augment=config.get("augment"))  # fmt: skip
+                                 teacher_options, augment=config.get("augment"),
+                                 match_sharpness=config.get("match_sharpness", False))  # fmt: skip
             spent: dict[str, float] = {}
             _, teacher_run = adapted_models(teacher, direction, teacher_options, spent)
             times.update({f"teacher_{k}": v for k, v in spent.items()})
@@ -293,6 +332,7 @@ def adapted_models(
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
+    match_sharpness: bool = False,
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
@@ -302,10 +342,14 @@ def run_one(
     adapt --opt`` assignments for the method. ``tta``: ``emda predict --tta`` (8
     flips/rotations averaged), again on the same models. ``augment``: training
     augmentation other than ``emda adapt``'s default (``sharpness=1.0``), for the row's
-    training, its teacher's and its finetuning alike."""
+    training, its teacher's and its finetuning alike. ``match_sharpness``: the sharper
+    domain's volume blurred to the other's level (:func:`sharpness_matched`) everywhere."""
     options = row_options(method, list(opt))
+    blurred: dict = {}
+    if match_sharpness:
+        direction, blurred = sharpness_matched(direction, profile)
     config = row_config(profile, direction, method, seed, semi, planes, options, tta,
-                        augment_changes(list(augment)))  # fmt: skip
+                        augment_changes(list(augment)), match_sharpness)  # fmt: skip
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
@@ -349,6 +393,8 @@ def run_one(
     from emda import __version__
 
     result.update(seconds=times, emda_version=__version__, trained_with=_trained_with(trained))
+    if blurred:
+        result["blurred"] = blurred
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2))
     return result
@@ -521,7 +567,8 @@ def row_label(config: dict) -> str:
     """A plain method name is what `emda adapt --method NAME` trains today; a variant
     names its options and augmentation that differ, e.g. "dann (classifier=position)"."""
     changed = {**_non_defaults(config), **config.get("augment", {})}
-    return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items())
+    matched = " (matched sharpness)" if config.get("match_sharpness") else ""
+    return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items()) + matched
 
 
 def _non_defaults(config: dict) -> dict:
@@ -533,7 +580,7 @@ def _non_defaults(config: dict) -> dict:
 
 def _defaults(config: dict) -> bool:
     """Whether a row trained with its method's current default options and augmentation."""
-    return not _non_defaults(config) and "augment" not in config
+    return not _non_defaults(config) and not {"augment", "match_sharpness"} & config.keys()
 
 
 def _label_share(setting: str) -> float:
@@ -708,6 +755,12 @@ def main() -> None:
         "sharpness, noise, amplitude_mix); such rows get their own keys and table rows",
     )
     parser.add_argument(
+        "--match-sharpness",
+        action="store_true",
+        help="run: blur the sharper domain's volume to the other's gradient level (emda "
+        "smooth --like) for training, prediction and scoring; its own keys and table rows",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="run: skip the report (for several runs side by side)",
@@ -731,7 +784,8 @@ def main() -> None:
                     fractions = [] if name == "epfl2epfl" else fractions
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
-                                    args.planes, args.opt, args.tta, args.augment)  # fmt: skip
+                                    args.planes, args.opt, args.tta, args.augment,
+                                    args.match_sharpness)  # fmt: skip
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
                             f"IoU {r['scores']['iou']:.4f}",

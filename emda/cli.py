@@ -671,6 +671,55 @@ def predict(
 
 @app.command(no_args_is_help=True)
 @user_errors
+def smooth(
+    input: Annotated[str, typer.Argument(help="Volume to blur (TIFF or zarr).")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Blurred volume (.tif, .zarr, .ome.zarr).")
+    ],
+    sigma: Annotated[
+        float | None, typer.Option(help="Gaussian sigma in pixels, in-plane (y, x).")
+    ] = None,
+    like: Annotated[
+        str | None,
+        typer.Option(help="Reference volume: blur INPUT until it is as sharp as this one."),
+    ] = None,
+    z_range: Annotated[
+        str | None, typer.Option(help="Slices START:STOP of INPUT to measure sharpness on.")
+    ] = None,
+    like_z: Annotated[
+        str | None, typer.Option(help="Slices START:STOP of --like to measure sharpness on.")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Array inside a zarr input.")] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Blur a volume in-plane, by --sigma or to the sharpness of a --like volume.
+
+    Sharpness is the mean gradient magnitude of the normalised slices (no labels). When
+    the target microscope's images are sharper or noisier than the source's, blur the
+    target --like the source and use the result everywhere the target goes (adapt,
+    recalibrate, predict); when the source is the sharper one, blur the source.
+    The whole volume gets the sigma found on --z-range (e.g. the training slices).
+    """
+    from rich.progress import Progress
+
+    from emda.workflows import smooth as run_smooth
+
+    with Progress(console=console, disable=quiet) as progress:
+        task = progress.add_task("blurring slices", total=None)
+        done = run_smooth(
+            input, output, sigma, like, z_range, like_z, key, overwrite,
+            progress=lambda d, t: progress.update(task, completed=d, total=t),
+        )  # fmt: skip
+    reference = f" (--like: {done.reference_level:.4f})" if done.reference_level else ""
+    console.print(
+        f"wrote {output}: sigma {done.sigma:g} px, gradient level {done.level_before:.4f} -> "
+        f"{done.level_after:.4f}{reference}, {done.seconds:.1f} s"
+    )
+
+
+@app.command(no_args_is_help=True)
+@user_errors
 def evaluate(
     predictions: Annotated[
         list[str], typer.Argument(help="Prediction volumes (probabilities or masks).")

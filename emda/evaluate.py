@@ -37,7 +37,7 @@ class Evaluation:
         return out
 
 
-def parse_z_range(text: str | None, depth: int) -> tuple[int, int]:
+def parse_z_range(text: str | None, depth: int, option: str = "--z-range") -> tuple[int, int]:
     """``"13:20"`` -> (13, 20), half-open like Python slices; None -> whole stack."""
     if text is None or text.strip() == "":
         return 0, depth
@@ -46,10 +46,10 @@ def parse_z_range(text: str | None, depth: int) -> tuple[int, int]:
         start = int(start_s) if start_s.strip() else 0
         stop = int(stop_s) if stop_s.strip() else depth
     except ValueError:
-        raise EmdaError(f"--z-range {text}: expected START:STOP, e.g. 13:20") from None
+        raise EmdaError(f"{option} {text}: expected START:STOP, e.g. 13:20") from None
     if not sep or not 0 <= start < stop <= depth:
         raise EmdaError(
-            f"--z-range {text}: expected START:STOP with 0 <= START < STOP <= {depth} (z size)"
+            f"{option} {text}: expected START:STOP with 0 <= START < STOP <= {depth} (z size)"
         )
     return start, stop
 

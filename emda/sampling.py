@@ -12,6 +12,7 @@ import torch
 from emda.errors import EmdaError
 from emda.method import Batch
 from emda.normalization import IntensityRange
+from emda.sharpness import gaussian_taps
 from emda.volume import Volume
 
 SHARPNESS_SIGMA = 1.5  # pixels; the blur that ``sharpness`` mixes in or subtracts
@@ -114,9 +115,8 @@ class PatchSampler:
 @lru_cache(maxsize=8)
 def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     """(n, n) Gaussian blur with mirrored borders, so that blur(x) = B @ x @ B.T."""
-    radius = int(np.ceil(3 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
+    taps = gaussian_taps(sigma)
+    radius = len(taps) // 2
     b = np.zeros((n, n), dtype=np.float64)
     for i in range(n):
         for t, w in zip(range(i - radius, i + radius + 1), taps):

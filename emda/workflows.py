@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda import __version__, ddp
+from emda import __version__, ddp, sharpness
 from emda.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from emda.blocks import check_block_size, output_chunks, plan_blocks
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -599,6 +599,52 @@ def evaluate_many(
 ) -> list[Evaluation]:
     gt = open_volume(truth, truth_key)
     return [evaluate(open_volume(p, key), gt, threshold, z_range, foreground) for p in predictions]
+
+
+@dataclass
+class SmoothSummary:
+    sigma: float
+    level_before: float  # gradient level of the measured slices, before and after
+    level_after: float
+    reference_level: float | None
+    seconds: float
+
+
+def smooth(
+    input_path: str,
+    output: str,
+    sigma: float | None = None,
+    like: str | None = None,
+    z_range: str | None = None,
+    like_z_range: str | None = None,
+    key: str | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> SmoothSummary:
+    """Blur ``input_path`` in-plane by ``sigma`` pixels, or by the sigma that makes its
+    slices (``z_range``) as sharp as ``like``'s (``like_z_range``), into ``output``."""
+    if (sigma is None) == (like is None):
+        raise EmdaError("emda smooth needs exactly one of --sigma or --like")
+    if sigma is not None and not 0 <= sigma <= sharpness.MAX_SIGMA:
+        raise EmdaError(f"--sigma {sigma}: must be in [0, {sharpness.MAX_SIGMA:g}] pixels")
+    check_output(output, overwrite)
+    start = time.perf_counter()
+    volume = open_volume(input_path, key)
+    zs = range(*parse_z_range(z_range, volume.shape[0]))
+    reference_level = None
+    if like is not None:
+        reference = open_volume(like)
+        like_zs = range(*parse_z_range(like_z_range, reference.shape[0], "--like-z"))
+        reference_level = sharpness.gradient_level(reference, like_zs)
+        sigma = sharpness.matching_sigma(volume, zs, reference_level)
+    before = sharpness.gradient_level(volume, zs)
+    after = sharpness.gradient_level(volume, zs, sigma)
+    attrs = {"emda_kind": "smoothed", "emda_smooth_sigma": sigma, "emda_smooth_input": input_path}
+    with VolumeWriter(output, volume.shape, volume.dtype, volume.voxel_size, overwrite,
+                      attrs=attrs) as writer:  # fmt: skip
+        sharpness.smooth_volume(volume, sigma, writer, progress)
+        writer.commit()
+    return SmoothSummary(sigma, before, after, reference_level, time.perf_counter() - start)
 
 
 def _training_dict(config: TrainConfig) -> dict:

@@ -216,3 +216,46 @@ def test_a_result_records_the_torch_and_cpu_threads_its_model_trained_with(harne
         "cpu_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def test_matched_sharpness_blurs_the_sharper_domain_wherever_it_is_read(
+    harness, fake_runs, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    calls, fake = fake_runs, harness.emda
+    (tmp_path / "examples").symlink_to(Path(harness.__file__).parents[1] / "examples")
+    monkeypatch.chdir(tmp_path)  # emda runs in the repository, its paths relative to it
+
+    def emda_smooth_for_real(*args, log):
+        if args[0] != "smooth":
+            return fake(*args, log=log)
+        calls.append(args)
+        assert CliRunner().invoke(app, list(args)).exit_code == 0
+        return 1.0
+
+    monkeypatch.setattr(harness, "emda", emda_smooth_for_real)
+    dirs = harness.directions("crops")
+    row = harness.run_one("smoke", dirs["epfl2vnc"], "ynet", 0, None, match_sharpness=True)
+    again = harness.run_one("smoke", dirs["epfl2vnc"], "ft", 0, None, match_sharpness=True)
+    plain = harness.run_one("smoke", dirs["epfl2vnc"], "ynet", 0, None)
+    blurred = row["config"]["direction"]["target_train"]["raw"]
+    # VNC is the sharper: its training and test slices are read from the blurred volume
+    assert row["blurred"]["volume"] == "examples/data/vnc/raw.tif"
+    assert row["blurred"]["splits"] == ["target_test", "target_train"]
+    assert row["blurred"]["sigma"] > 0.3
+    assert row["config"]["direction"]["target_test"]["raw"] == blurred != plain["config"][
+        "direction"]["target_train"]["raw"]  # fmt: skip
+    assert row["config"]["direction"]["source"] == plain["config"]["direction"]["source"]
+    assert [c[0] for c in calls].count("smooth") == 1  # the second row reuses the volume
+    adapt = next(c for c in calls if c[0] == "adapt" and "ynet" in c and blurred in c)
+    assert adapt[adapt.index("--target") + 1] == blurred
+    assert sum(c[0] == "predict" and c[2] == blurred for c in calls) == 4  # ynet and ft, 2 each
+    assert harness.row_label(row["config"]) == "ynet (matched sharpness)"
+    assert not harness._defaults(row["config"]) and again["key"] != plain["key"]
+    # VNC -> EPFL: the source is the sharper, so the source is blurred and EPFL is not
+    other = harness.run_one("smoke", dirs["vnc2epfl"], "ynet", 0, None, match_sharpness=True)
+    assert other["blurred"]["splits"] == ["source"]
+    assert other["config"]["direction"]["target_train"] == plain["config"]["direction"]["source"]
