@@ -19,6 +19,7 @@ augmentation; the last checkpoint is scored (no selection) at threshold 0.5.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import subprocess
@@ -224,12 +225,15 @@ def sharpness_matched(direction: Direction, profile: str) -> tuple[Direction, di
     # zarr keeps the sigma in its attributes; relative to the repository, like every path
     out = HERE / "work" / profile / "blurred" / f"{direction.name}_{Path(sharp.raw).stem}.zarr"
     out = out.relative_to(REPO)
-    if not (REPO / out).exists():
-        (REPO / out).parent.mkdir(parents=True, exist_ok=True)
-        args = ["smooth", sharp.raw, "--output", str(out), "--like", smooth.raw, "--quiet"]
-        args += ["--z-range", sharp.z] if sharp.z else []
-        args += ["--like-z", smooth.z] if smooth.z else []
-        emda(*args, log=REPO / out.with_suffix(".log"))
+    (REPO / out).parent.mkdir(parents=True, exist_ok=True)
+    # rows run side by side: the first blurs, the others wait for it and reuse the volume
+    with open(REPO / out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (REPO / out).exists():
+            args = ["smooth", sharp.raw, "--output", str(out), "--like", smooth.raw, "--quiet"]
+            args += ["--z-range", sharp.z] if sharp.z else []
+            args += ["--like-z", smooth.z] if smooth.z else []
+            emda(*args, log=REPO / out.with_suffix(".log"))
     sigma = float(open_volume(REPO / out).array.attrs["emda_smooth_sigma"])
     swap = {f.name: dataclasses.replace(getattr(direction, f.name), raw=str(out))
             for f in dataclasses.fields(direction)
