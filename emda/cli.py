@@ -864,6 +864,12 @@ def info(
             "voxel size (z, y, x) nm": str(volume.voxel_size),
             "1st-99th percentile": f"{rng.low:g} - {rng.high:g}",
         }
+        attrs = dict(getattr(volume.array, "attrs", None) or {})
+        if "emda_smooth_sigma" in attrs:  # written by `emda smooth` (zarr keeps it)
+            rows["blurred by emda smooth"] = (
+                f"sigma {attrs['emda_smooth_sigma']:g} px in-plane, from "
+                f"{attrs.get('emda_smooth_input', '?')}"
+            )
     for k, v in rows.items():
         table.add_row(k, v)
     out.print(table)

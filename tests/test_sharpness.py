@@ -73,6 +73,8 @@ def test_emda_smooth_to_zarr_records_its_sigma_and_sigma_zero_copies(tmp_path):
     smoothed = open_volume(out)
     assert float(smoothed.array.attrs["emda_smooth_sigma"]) == 0.0
     assert np.array_equal(smoothed.read(), open_volume(VNC).read())
+    shown = CliRunner().invoke(app, ["info", str(out)])
+    assert "blurred by emda smooth" in shown.output and "sigma 0 px" in shown.output
 
 
 def test_smooth_blurs_large_slices_in_row_blocks_without_seams(tmp_path, monkeypatch):
