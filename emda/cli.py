@@ -696,10 +696,11 @@ def smooth(
     """Blur a volume in-plane, by --sigma or to the sharpness of a --like volume.
 
     Sharpness is the mean gradient magnitude of the normalised slices (no labels). When
-    the target microscope's images are sharper or noisier than the source's, blur the
-    target --like the source and use the result everywhere the target goes (adapt,
-    recalibrate, predict); when the source is the sharper one, blur the source.
-    The whole volume gets the sigma found on --z-range (e.g. the training slices).
+    the target differs from the source mainly in noise or focus, blur the sharper one
+    --like the other and use the result wherever that volume goes (adapt, recalibrate,
+    predict). The whole volume gets the sigma found on --z-range (e.g. the training
+    slices). EPFL -> VNC it changed nothing: there the gap is structure, not sharpness
+    (benchmarks/FINDINGS.md).
     """
     from rich.progress import Progress
 
