@@ -2,7 +2,7 @@
 
     python benchmarks/paper_table.py run    --profile cpu [--directions ...] [--methods ...]
                                             [--seeds 0,1,2] [--semi 0.15] [--opt NAME=VALUE]
-                                            [--augment NAME=VALUE] [--tta]
+                                            [--augment NAME=VALUE] [--tta] [--match-sharpness]
     python benchmarks/paper_table.py report --profile cpu
     python benchmarks/paper_table.py adopt  --profile cpu --directions D --methods M --seeds S RUN
 
