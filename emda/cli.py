@@ -699,8 +699,9 @@ def smooth(
     the target differs from the source mainly in noise or focus, blur the sharper one
     --like the other and use the result wherever that volume goes (adapt, recalibrate,
     predict). The whole volume gets the sigma found on --z-range (e.g. the training
-    slices). Blurring the source VNC like EPFL lifted Y-Net from 45.1 to 54.8 IoU;
-    blurring the target VNC the other way changed nothing (benchmarks/FINDINGS.md).
+    slices). Blurring the source VNC like EPFL lifted Y-Net by 9.7 and 2.4 IoU points
+    (two seeds); blurring the target VNC the other way changed nothing
+    (benchmarks/FINDINGS.md).
     """
     from rich.progress import Progress
 
