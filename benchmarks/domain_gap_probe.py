@@ -15,7 +15,7 @@ percentiles mapped to 0/1), and measures per label set:
 Uses label volumes that the protocol keeps from every method (EPFL train and test, VNC
 z 13-19), so it sets no default. Writes benchmarks/results/domain_gap_probe.json.
 
-    python benchmarks/domain_gap_probe.py [--data ../shared/data]
+    python benchmarks/domain_gap_probe.py [--data ../shared/data] [--vnc-raw BLURRED]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def gradient_magnitude(image: np.ndarray) -> np.ndarray:
     return np.hypot(gy, gx)
 
 
-def measure(folder: Path, z_range: tuple[int, int] | None) -> dict:
-    raw = open_volume(folder / "raw.tif")
+def measure(folder: Path, z_range: tuple[int, int] | None, raw_path: Path | None = None) -> dict:
+    raw = open_volume(raw_path or folder / "raw.tif")
     labels = read_labels(folder / "labels.tif")
     intensity = Normalization().fit(raw)
     start, stop = z_range or (0, raw.shape[0])
@@ -93,12 +93,21 @@ def measure(folder: Path, z_range: tuple[int, int] | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
+    parser.add_argument(
+        "--vnc-raw",
+        help="measure the VNC sets on this volume instead (same shape, e.g. the output of "
+        "`emda smooth`); writes domain_gap_probe_<its stem>.json",
+    )
     args = parser.parse_args()
     results = {}
     for name, (folder, z_range) in SETS.items():
-        results[name] = measure(Path(args.data) / folder, z_range)
+        if args.vnc_raw and not name.startswith("vnc"):
+            continue
+        raw = Path(args.vnc_raw) if args.vnc_raw else None
+        results[name] = measure(Path(args.data) / folder, z_range, raw)
         print(name, json.dumps(results[name]), flush=True)
-    out = HERE / "results" / "domain_gap_probe.json"
+    stem = f"_{Path(args.vnc_raw).stem}" if args.vnc_raw else ""
+    out = HERE / "results" / f"domain_gap_probe{stem}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
 
 

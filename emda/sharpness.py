@@ -3,10 +3,10 @@
 Microscopes and protocols differ in sharpness and noise as much as in grey values:
 ssTEM sections of the Drosophila VNC have a mean gradient magnitude of 0.111 (image
 normalised to its 1st/99th percentiles) where EPFL's FIB-SEM has 0.089
-(``benchmarks/domain_gap_probe.py``). A network trained on the smoother data follows
-every crista and noise edge of the sharper. Blurring the sharper volume in-plane until
-its gradient level equals the other's removes that difference with no free parameter
-and without labels (``emda smooth --like``).
+(``benchmarks/domain_gap_probe.py``). Blurring the sharper volume in-plane until its
+gradient level equals the other's removes that difference with no free parameter and
+without labels (``emda smooth --like``). Whether that helps depends on the pair: it did
+not EPFL -> VNC, where the gap is the mitochondria's structure (benchmarks/FINDINGS.md).
 """
 
 from __future__ import annotations
@@ -127,6 +127,5 @@ def smooth_volume(
                 block = np.clip(block, info.min, info.max) if info else block > 0.5
             out[y0:y1] = block.astype(dtype, copy=False)
         writer.write(z, out[None])
-        writer.mark_done(z)
         if progress:
             progress(z + 1, nz)

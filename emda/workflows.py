@@ -640,10 +640,14 @@ def smooth(
     before = sharpness.gradient_level(volume, zs)
     after = sharpness.gradient_level(volume, zs, sigma)
     attrs = {"emda_kind": "smoothed", "emda_smooth_sigma": sigma, "emda_smooth_input": input_path}
-    with VolumeWriter(output, volume.shape, volume.dtype, volume.voxel_size, overwrite,
-                      attrs=attrs) as writer:  # fmt: skip
+    writer = VolumeWriter(output, volume.shape, volume.dtype, volume.voxel_size, overwrite,
+                          attrs=attrs)  # fmt: skip
+    try:
         sharpness.smooth_volume(volume, sigma, writer, progress)
         writer.commit()
+    except BaseException:  # no --resume here: an interrupted blur leaves nothing behind
+        writer.abort(keep=False)
+        raise
     return SmoothSummary(sigma, before, after, reference_level, time.perf_counter() - start)
 
 

@@ -94,3 +94,23 @@ def test_smooth_blurs_large_slices_in_row_blocks_without_seams(tmp_path, monkeyp
     assert np.array_equal(a, b)
     expected = np.rint(blur(raw[1], 1.5)).clip(0, 255).astype(np.uint8)
     assert np.array_equal(a[1], expected)
+
+
+def test_an_interrupted_smooth_leaves_nothing_and_can_simply_be_rerun(tmp_path, monkeypatch):
+    import emda.sharpness as sharpness
+
+    real, calls = sharpness.blur, []
+
+    def blur_then_fail(image, sigma):
+        calls.append(1)
+        if len(calls) == 3:  # after two finished slices
+            raise KeyboardInterrupt
+        return real(image, sigma)
+
+    monkeypatch.setattr(sharpness, "blur", blur_then_fail)
+    args = ["smooth", str(VNC), "-o", str(tmp_path / "s.zarr"), "--sigma", "1"]
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code != 0 and len(calls) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a partial one
+    monkeypatch.setattr(sharpness, "blur", real)
+    assert CliRunner().invoke(app, args).exit_code == 0  # no --overwrite or --resume needed
