@@ -3,6 +3,7 @@
     python benchmarks/paper_table.py run    --profile cpu [--directions ...] [--methods ...]
                                             [--seeds 0,1,2] [--semi 0.15] [--opt NAME=VALUE]
                                             [--augment NAME=VALUE] [--tta] [--match-sharpness]
+                                            [--ensemble]
     python benchmarks/paper_table.py report --profile cpu
     python benchmarks/paper_table.py adopt  --profile cpu --directions D --methods M --seeds S RUN
 
@@ -404,6 +405,49 @@ def run_one(
     return result
 
 
+def ensemble_row(members: list[dict]) -> dict:
+    """The seed-ensemble row of finished rows that differ in their seed only: ``emda
+    ensemble`` averages their probability maps (as trained and with target BN alike),
+    scored like any row. Its config is theirs with ``seed: None`` and the seeds listed."""
+    first = members[0]["config"]
+    same = [{**r["config"], "seed": None} == {**first, "seed": None} for r in members]
+    if not all(same) or len(members) < 2:
+        sys.exit("an ensemble row needs two or more rows that differ in their seed only")
+    seeds = sorted(r["config"]["seed"] for r in members)
+    config = {**first, "seed": None, "ensemble_seeds": seeds}
+    key = config_key(config)
+    profile = config["profile"]
+    result_path = HERE / "results" / profile / "runs" / f"{key}.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    work = HERE / "work" / profile / key
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "log.txt"
+    test = config["direction"]["target_test"]
+    result: dict = {"key": key, "config": config, "members": [r["key"] for r in members]}
+    times: dict[str, float] = {}
+    for field in ("scores_as_trained", "scores"):
+        if not all(field in r for r in members):
+            continue
+        inputs = [_prediction(r, profile, field) for r in members]
+        if missing := [str(p) for p in inputs if not p.exists()]:
+            sys.exit(f"ensemble {key}: member predictions not on disk: {', '.join(missing)}")
+        prob = work / inputs[0].name
+        average = ["ensemble", *map(str, inputs), "--output", str(prob), "--overwrite", "--quiet"]
+        times[f"ensemble_{prob.stem}"] = emda(*average, log=log)
+        scores = work / prob.name.replace("_prob.tif", "_scores.json")
+        evaluate = ["evaluate", str(prob), "--labels", test["labels"], "--json", str(scores),
+                    "--overwrite"]  # fmt: skip
+        evaluate += ["--z-range", test["z"]] if test["z"] else []
+        emda(*evaluate, log=log)
+        (result[field],) = json.loads(scores.read_text())
+    from emda import __version__
+
+    result.update(seconds=times, emda_version=__version__)
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def _trained_with(run: Path) -> dict:
     """torch version, CPU threads and vector instructions the row's model trained with (a
     rerun repeats the result bit for bit only with all three the same); empty for runs
@@ -471,10 +515,11 @@ def _local(path: str) -> Path:
     return REPO / path[at:] if at >= 0 else Path(path)
 
 
-def _prediction(result: dict, profile: str) -> Path:
-    """The target-BN prediction of a result: in its key's work directory, where runs
-    that were made elsewhere and adopted, or re-keyed by a harness change, keep it too."""
-    recorded = _local(result["scores"]["prediction"])
+def _prediction(result: dict, profile: str, field: str = "scores") -> Path:
+    """The prediction a result scored (``field``; by default the target-BN one): in its
+    key's work directory, where runs that were made elsewhere and adopted, or re-keyed
+    by a harness change, keep it too."""
+    recorded = _local(result[field]["prediction"])
     here = HERE / "work" / profile / result["key"] / recorded.name
     return here if here.exists() else recorded
 
@@ -514,10 +559,8 @@ def report(profile: str) -> str:
     rows: dict[tuple, dict[str, list[float]]] = {}
     for r in results:
         c = r["config"]
-        setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
-        setting += f", {c['planes']} planes" if "planes" in c else ""
-        setting += ", tta" if c.get("tta") else ""
-        row = rows.setdefault((c["direction"]["name"], setting, row_label(c)), {})
+        row = rows.setdefault((c["direction"]["name"], row_setting(c), row_label(c)), {})
+        row["averaged"] = len(c.get("ensemble_seeds") or [])
         for field in ("scores_as_trained", "scores"):
             if field in r:
                 row.setdefault(field, []).append(100 * r[field]["iou"])
@@ -539,6 +582,7 @@ def report(profile: str) -> str:
         paper_row = (direction, setting) == ("epfl2vnc", "unsupervised")
         paper = PAPER.get(method.split()[0], "") if paper_row else ""
         seeds = len(row.get("scores", []))
+        seeds = f"{row['averaged']} averaged" if row["averaged"] else seeds
         lines.append(
             f"| {DIRECTION_TITLES.get(direction, direction)} | {setting} | {method} | "
             f"{cell(row.get('scores_as_trained'))} | {cell(row.get('scores'))} | {seeds} | "
@@ -565,6 +609,16 @@ def _method_order(label: str) -> tuple:
     a variant ("dann (classifier=position)") right after its method."""
     method = label.split()[0]
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else 99, label)
+
+
+def row_setting(config: dict) -> str:
+    """The table's setting column: target labels used, then how the models were scored."""
+    c = config
+    setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
+    setting += f", {c['planes']} planes" if "planes" in c else ""
+    setting += ", tta" if c.get("tta") else ""
+    averaged = len(c.get("ensemble_seeds") or [])
+    return setting + (f", {averaged}-seed ensemble" if averaged else "")
 
 
 def row_label(config: dict) -> str:
@@ -655,7 +709,10 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
 
     # IoU against the fraction of target labels (the paper's Figure 3); 0 = unsupervised
     # slice-wise rows with the methods' current defaults only
-    results = [r for r in results if not SCORING & r["config"].keys() and _defaults(r["config"])]
+    results = [
+        r for r in results
+        if not (SCORING | {"ensemble_seeds"}) & r["config"].keys() and _defaults(r["config"])
+    ]  # fmt: skip
     curves: dict[tuple, dict[float, list[float]]] = {}
     for r in results:
         c = r["config"]
@@ -765,6 +822,12 @@ def main() -> None:
         "smooth --like) for training, prediction and scoring; its own keys and table rows",
     )
     parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="run: also score the mean of the --seeds rows' probability maps (emda "
+        "ensemble), a row of its own",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="run: skip the report (for several runs side by side)",
@@ -783,6 +846,7 @@ def main() -> None:
             for method in args.methods.split(","):
                 if name == "epfl2epfl" and method != "ft":
                     continue  # the in-domain check is the source-only model's
+                finished: dict[float | None, list[dict]] = {}
                 for seed in (int(s) for s in args.seeds.split(",")):
                     fractions = [float(f) for f in args.semi.split(",") if f]
                     fractions = [] if name == "epfl2epfl" else fractions
@@ -790,11 +854,16 @@ def main() -> None:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
                                     args.planes, args.opt, args.tta, args.augment,
                                     args.match_sharpness)  # fmt: skip
+                        finished.setdefault(semi, []).append(r)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "
                             f"IoU {r['scores']['iou']:.4f}",
                             flush=True,
                         )
+                for semi, members in finished.items() if args.ensemble else ():
+                    r = ensemble_row(members)
+                    print(f"{name} {method} ensemble of seeds {args.seeds} semi {semi}: "
+                          f"IoU {r['scores']['iou']:.4f}", flush=True)  # fmt: skip
         if args.no_report:
             return
     print(report(args.profile))

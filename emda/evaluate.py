@@ -54,7 +54,7 @@ def parse_z_range(text: str | None, depth: int, option: str = "--z-range") -> tu
     return start, stop
 
 
-def _prediction_kind(volume: Volume) -> str:
+def prediction_kind(volume: Volume) -> str:
     """'mask' or 'probability'. Integers with max <= 1 are masks, other integers are
     probabilities scaled to 0-255 (which also reads {0, 255} masks correctly);
     floats are probabilities in [0, 1]."""
@@ -97,7 +97,7 @@ def evaluate(
     if attrs is not None and dict(attrs).get(COMPLETE_ATTR) is False:
         raise EmdaError(f"{prediction.path}: prediction is incomplete (interrupted write)")
     start, stop = parse_z_range(z_range, truth.shape[0])
-    kind = _prediction_kind(prediction)
+    kind = prediction_kind(prediction)
     per_slice = []
     for z in range(start, stop):
         pred = binarize(prediction.read(z), kind, threshold, prediction.path)

@@ -651,6 +651,70 @@ def smooth(
     return SmoothSummary(sigma, before, after, reference_level, time.perf_counter() - start)
 
 
+@dataclass
+class EnsembleSummary:
+    members: int
+    shape: tuple[int, int, int]
+    seconds: float
+
+
+def ensemble(
+    inputs: list[str],
+    output: str | None,
+    mask: str | None = None,
+    threshold: float = 0.5,
+    prob_dtype: str = "uint8",
+    overwrite: bool = False,
+    progress=None,
+) -> EnsembleSummary:
+    """Write the mean probability of several predictions of one volume (``output``)
+    and/or its mask at ``threshold``; an interrupted run leaves nothing behind."""
+    from emda.ensemble import check_members, mean_probability
+
+    if output is None and mask is None:
+        raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
+    if not 0 <= threshold <= 1:
+        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    if prob_dtype not in ("uint8", "float32"):
+        raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
+    targets = {option: path for option, path in (("--output", output), ("--mask", mask)) if path}
+    if len({Path(p).resolve() for p in targets.values()}) < len(targets):
+        raise EmdaError("--output and --mask must be different paths")
+    start = time.perf_counter()
+    volumes = [open_volume(path) for path in inputs]
+    check_members(volumes)
+    read = {Path(split_address(path)[0]).resolve() for path in inputs}
+    for option, path in targets.items():
+        if Path(split_address(path)[0]).resolve() in read:
+            raise EmdaError(f"{option} {path}: is one of the inputs; write somewhere else")
+        check_output(path, overwrite, option)
+    shape, voxel = volumes[0].shape, volumes[0].voxel_size
+    attrs = {"emda_ensemble_inputs": [str(p) for p in inputs]}
+    writers: dict[str, VolumeWriter] = {}
+    try:
+        if output:
+            writers["prob"] = VolumeWriter(output, shape, prob_dtype, voxel, overwrite,
+                                           attrs={**attrs, "emda_kind": "probability"})  # fmt: skip
+        if mask:
+            writers["mask"] = VolumeWriter(mask, shape, "uint8", voxel, overwrite,
+                                           attrs={**attrs, "emda_kind": "mask"})  # fmt: skip
+
+        def write(z: slice, mean: np.ndarray) -> None:
+            if "prob" in writers:
+                writers["prob"].write(z, encode_prob(mean, prob_dtype))
+            if "mask" in writers:
+                writers["mask"].write(z, (mean >= threshold).astype(np.uint8))
+
+        mean_probability(volumes, write, progress)
+        for writer in writers.values():
+            writer.commit()
+    except BaseException:  # no --resume: averaging again is cheap, so nothing is kept
+        for writer in writers.values():
+            writer.abort(keep=False)
+        raise
+    return EnsembleSummary(len(volumes), shape, time.perf_counter() - start)
+
+
 def _training_dict(config: TrainConfig) -> dict:
     from dataclasses import asdict
 

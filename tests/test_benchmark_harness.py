@@ -1,6 +1,7 @@
 """The paper-table harness keys every row by its configuration, method options included."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -36,8 +37,11 @@ def fake_runs(harness, tmp_path, monkeypatch):
             out = Path(args[args.index("--out") + 1])
             out.mkdir(parents=True)
             (out / "checkpoint.pt").touch()
+        if args[0] in ("predict", "ensemble"):
+            Path(args[args.index("--output") + 1]).touch()
         if args[0] == "evaluate":
-            Path(args[args.index("--json") + 1]).write_text('[{"iou": 0.5}]')
+            scores = [{"iou": 0.5, "prediction": args[1]}]
+            Path(args[args.index("--json") + 1]).write_text(json.dumps(scores))
         return 1.0
 
     monkeypatch.setattr(harness, "emda", fake_emda)
@@ -259,3 +263,32 @@ def test_matched_sharpness_blurs_the_sharper_domain_wherever_it_is_read(
     other = harness.run_one("smoke", dirs["vnc2epfl"], "ynet", 0, None, match_sharpness=True)
     assert other["blurred"]["splits"] == ["source"]
     assert other["config"]["direction"]["target_train"] == plain["config"]["direction"]["source"]
+
+
+def test_an_ensemble_row_averages_its_seeds_predictions_and_is_keyed_apart(harness, fake_runs):
+    calls = fake_runs
+    direction = harness.directions("shared")["vnc2epfl"]
+    mixed = ["amplitude_mix=0.5"]
+    members = [harness.run_one("cpu", direction, "ynet", s, None, augment=mixed) for s in range(3)]
+    row = harness.ensemble_row(members)
+    assert row["config"]["seed"] is None and row["config"]["ensemble_seeds"] == [0, 1, 2]
+    assert row["members"] == [m["key"] for m in members]
+    assert row["key"] not in row["members"]
+    averaged = [c for c in calls if c[0] == "ensemble"]
+    # as trained and with target BN, each the mean of the three seeds' own predictions
+    for call, field in zip(averaged, ("scores_as_trained", "scores"), strict=True):
+        inputs = list(call[1 : call.index("--output")])
+        assert inputs == [m[field]["prediction"] for m in members]
+    assert set(row) >= {"scores_as_trained", "scores"}
+    assert harness.row_setting(row["config"]) == "unsupervised, 3-seed ensemble"
+    assert harness.row_label(row["config"]) == "ynet (amplitude_mix=0.5)"
+    calls.clear()
+    assert harness.ensemble_row(members) == row and calls == []  # kept, not recomputed
+    plain = harness.run_one("cpu", direction, "ynet", 0, None)
+    with pytest.raises(SystemExit, match="differ in their seed only"):
+        harness.ensemble_row([plain, members[1]])
+    Path(members[2]["scores"]["prediction"]).unlink()
+    other = [harness.run_one("cpu", direction, "ft", s, None) for s in range(3)]
+    Path(other[1]["scores"]["prediction"]).unlink()
+    with pytest.raises(SystemExit, match="not on disk"):
+        harness.ensemble_row(other)

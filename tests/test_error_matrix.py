@@ -148,6 +148,20 @@ CASES = [
          "--like-z 0:999"),
     Case("smooth onto an existing output",
          "smooth {d}/tiny.tif --output {d}/existing.tif --sigma 1", 1, "already exists"),
+    Case("ensemble of a single prediction", "ensemble {d}/prob.tif --output {o}/e.tif", 1,
+         "at least two predictions"),
+    Case("ensemble with nothing to write", "ensemble {d}/prob.tif {d}/full.tif", 1,
+         "nothing to write"),
+    Case("ensemble of predictions of different shapes",
+         "ensemble {d}/prob.tif {d}/tiny.tif --output {o}/e.tif", 1, "tiny.tif: shape (2, 50, 50)"),
+    Case("ensemble given one prediction twice",
+         "ensemble {d}/prob.tif {d}/prob.tif --output {o}/e.tif", 1, "prob.tif: given twice"),
+    Case("ensemble written over one of its inputs",
+         "ensemble {d}/prob.tif {d}/full.tif --output {d}/full.tif --overwrite", 1,
+         "is one of the inputs"),
+    Case("ensemble of logits, not probabilities",
+         "ensemble {d}/tiny.tif {d}/logits.tif --output {o}/e.tif", 1,
+         "logits.tif (z 0-2): values outside [0, 1]"),
     Case("unknown dataset to fetch", "data fetch nosuch --to {o}", 2, "unknown dataset nosuch"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
@@ -184,6 +198,7 @@ def files(tmp_path_factory):
     tifffile.imwrite(d / "u16.tif", raw[:2].astype(np.uint16) * 200)
     tifffile.imwrite(d / "f32.tif", raw[:2].astype(np.float32) / 255)
     tifffile.imwrite(d / "twod.tif", raw[0])
+    tifffile.imwrite(d / "logits.tif", np.full((2, 50, 50), -2.0, np.float32))
     zarr.open_group(str(d / "grp.zarr"), mode="w").create_array("raw", data=raw[:2])
     (d / "garbage.pt").write_bytes(b"hello, not a checkpoint")
     run = d / "run"

@@ -1,0 +1,78 @@
+"""`emda ensemble`: the voxel-wise mean of several predictions of one volume.
+
+Models trained with different seeds (or methods) make partly different errors; their
+mean probability is a better segmentation than a typical member (nnU-Net ensembles its
+five folds the same way). Inputs are what `emda predict` writes: float probabilities
+in [0, 1], uint8 probabilities stored as round(255 p), or binary masks (their mean is
+a vote). Everything is read a slab of slices at a time, so volumes of any size fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from emda.errors import EmdaError
+from emda.evaluate import prediction_kind
+from emda.volume import Volume
+
+SLAB = 8  # slices per read: a few MB per input for EM-sized slices
+
+
+def check_members(volumes: Sequence[Volume]) -> None:
+    """Fail before any work unless the predictions can be averaged voxel by voxel."""
+    if len(volumes) < 2:
+        raise EmdaError("emda ensemble needs at least two predictions to average")
+    first = volumes[0]
+    seen: set[str] = set()
+    for volume in volumes:
+        name = str(volume.path)
+        if name in seen:
+            raise EmdaError(f"{name}: given twice; an ensemble averages different predictions")
+        seen.add(name)
+        if volume.shape != first.shape:
+            raise EmdaError(
+                f"{name}: shape {volume.shape} differs from {first.path}'s {first.shape}"
+            )
+        a, b = volume.voxel_size, first.voxel_size
+        if a and b and not np.allclose(a, b, rtol=1e-3):
+            raise EmdaError(f"{name}: voxel size {a} nm differs from {first.path}'s {b} nm")
+        if volume.dtype.kind not in "fuib":
+            raise EmdaError(f"{name}: dtype {volume.dtype} is not a prediction")
+
+
+def to_probability(block: np.ndarray, kind: str, source: str) -> np.ndarray:
+    """A stored prediction block as float32 probabilities in [0, 1]."""
+    if kind == "mask":
+        return (block != 0).astype(np.float32)
+    if block.dtype.kind == "f":
+        if not np.all(np.isfinite(block)):
+            raise EmdaError(f"{source}: prediction contains NaN or Inf values")
+        if block.size and (block.min() < 0 or block.max() > 1):
+            raise EmdaError(
+                f"{source}: values outside [0, 1]; ensemble probabilities, not logits or labels"
+            )
+        return block.astype(np.float32, copy=False)
+    if block.size and block.max() > 255:
+        raise EmdaError(f"{source}: integer values above 255; expected round(255 p) or a mask")
+    return block.astype(np.float32) / 255.0
+
+
+def mean_probability(
+    volumes: Sequence[Volume],
+    write: Callable[[slice, np.ndarray], None],
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Hand ``write(z_slab, mean)`` the members' mean probability, slab by slab."""
+    check_members(volumes)
+    kinds = [prediction_kind(v) for v in volumes]
+    depth = volumes[0].shape[0]
+    for z0 in range(0, depth, SLAB):
+        z = slice(z0, min(depth, z0 + SLAB))
+        total = np.zeros((z.stop - z.start, *volumes[0].shape[1:]), np.float32)
+        for volume, kind in zip(volumes, kinds, strict=True):
+            total += to_probability(volume.read(z), kind, f"{volume.path} (z {z.start}-{z.stop})")
+        write(z, total / len(volumes))
+        if progress:
+            progress(z.stop, depth)
