@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -1088,6 +1089,24 @@ def _main(
     ] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+
+
+def reflow_help(typer_app: typer.Typer) -> None:
+    """Give each command its docstring with every paragraph on one line, for Rich to
+    wrap at the terminal's width: typer keeps a docstring's own line breaks, so text
+    wrapped at the code's 100 columns broke mid-sentence in an 80-column terminal."""
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            paragraphs = inspect.cleandoc(info.callback.__doc__).split("\n\n")
+            info.help = "\n\n".join(
+                p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs
+            )
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
+reflow_help(app)
 
 
 def main() -> None:
