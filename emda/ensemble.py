@@ -54,8 +54,8 @@ def to_probability(block: np.ndarray, kind: str, source: str) -> np.ndarray:
                 f"{source}: values outside [0, 1]; ensemble probabilities, not logits or labels"
             )
         return block.astype(np.float32, copy=False)
-    if block.size and block.max() > 255:
-        raise EmdaError(f"{source}: integer values above 255; expected round(255 p) or a mask")
+    if block.size and (block.min() < 0 or block.max() > 255):
+        raise EmdaError(f"{source}: integers outside 0-255; expected round(255 p) or a mask")
     return block.astype(np.float32) / 255.0
 
 
