@@ -350,6 +350,20 @@ def finetune(
     return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
 
 
+def check_prediction_outputs(
+    output: str | None, mask: str | None, threshold: float, prob_dtype: str
+) -> None:
+    """The options of a command that writes probabilities and/or a mask (predict, ensemble)."""
+    if output is None and mask is None:
+        raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
+    if not 0 <= threshold <= 1:
+        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    if prob_dtype not in ("uint8", "float32"):
+        raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
+    if output and mask and Path(output).resolve() == Path(mask).resolve():
+        raise EmdaError("--output and --mask must be different paths")
+
+
 def predict(
     checkpoint: str | Path,
     input_path: str,
@@ -388,14 +402,7 @@ def predict(
     machine's cores evenly). ``planes`` (:mod:`emda.planes`): ``ortho`` predicts the
     (y, x), (z, x) and (z, y) plane stacks and averages them.
     """
-    if output is None and mask is None:
-        raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
-    if not 0 <= threshold <= 1:
-        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
-    if prob_dtype not in ("uint8", "float32"):
-        raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
-    if output and mask and Path(output).resolve() == Path(mask).resolve():
-        raise EmdaError("--output and --mask must be different paths")
+    check_prediction_outputs(output, mask, threshold, prob_dtype)
     halo = tile_size // 2 if halo is None else halo
     check_block_size(block_size, halo)
     if pyramid < 0:
@@ -671,15 +678,8 @@ def ensemble(
     and/or its mask at ``threshold``; an interrupted run leaves nothing behind."""
     from emda.ensemble import check_members, mean_probability
 
-    if output is None and mask is None:
-        raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
-    if not 0 <= threshold <= 1:
-        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
-    if prob_dtype not in ("uint8", "float32"):
-        raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
+    check_prediction_outputs(output, mask, threshold, prob_dtype)
     targets = {option: path for option, path in (("--output", output), ("--mask", mask)) if path}
-    if len({Path(p).resolve() for p in targets.values()}) < len(targets):
-        raise EmdaError("--output and --mask must be different paths")
     start = time.perf_counter()
     volumes = [open_volume(path) for path in inputs]
     check_members(volumes)
