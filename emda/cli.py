@@ -917,6 +917,9 @@ def info(
                 f"sigma {attrs['emda_smooth_sigma']:g} px in-plane, from "
                 f"{attrs.get('emda_smooth_input', '?')}"
             )
+        if "emda_ensemble_inputs" in attrs:  # written by `emda ensemble`
+            inputs = attrs["emda_ensemble_inputs"]
+            rows[f"mean of {len(inputs)} predictions"] = ", ".join(map(str, inputs))
     for k, v in rows.items():
         table.add_row(k, v)
     out.print(table)

@@ -40,6 +40,8 @@ def test_the_mean_of_probabilities_of_any_stored_form_and_its_mask(members, tmp_
     np.testing.assert_allclose(mean.read(), expected, atol=1e-6)
     assert mean.voxel_size == pytest.approx(VOXEL)
     assert np.array_equal(open_volume(mask).read(), (expected >= 0.6).astype(np.uint8))
+    info = CliRunner().invoke(app, ["info", str(mask)], env={"COLUMNS": "200"})
+    assert "mean of 3 predictions" in info.output and "c_mask.tif" in info.output
 
 
 def test_uint8_output_is_stored_like_emda_predicts_and_evaluate_reads_it(members, tmp_path):
