@@ -88,3 +88,11 @@ def test_values_that_are_not_probabilities_are_refused_naming_the_file(members, 
     assert result.exit_code == 1
     assert "logits.tif (z 0-8): values outside [0, 1]" in result.output
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_one_file_given_twice_under_two_spellings_is_refused(members, tmp_path, monkeypatch):
+    paths, _ = members
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["ensemble", paths[0], "a.tif", "-o", "m.tif"])
+    assert result.exit_code == 1 and "a.tif: given twice" in result.output
+    assert not (tmp_path / "m.tif").exists()
