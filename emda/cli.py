@@ -633,7 +633,7 @@ def predict(
     from emda.workflows import predict as run_predict
 
     dev = _setup(device, threads)
-    with Progress(console=console, disable=quiet) as progress:
+    with Progress(console=console, disable=quiet, transient=True) as progress:
         task = progress.add_task("predicting blocks", total=None)
         info = run_predict(
             run,
@@ -708,7 +708,7 @@ def smooth(
 
     from emda.workflows import smooth as run_smooth
 
-    with Progress(console=console, disable=quiet) as progress:
+    with Progress(console=console, disable=quiet, transient=True) as progress:
         task = progress.add_task("blurring slices", total=None)
         done = run_smooth(
             input, output, sigma, like, z_range, like_z, key, overwrite,
@@ -753,7 +753,7 @@ def ensemble(
 
     from emda.workflows import ensemble as run_ensemble
 
-    with Progress(console=console, disable=quiet) as progress:
+    with Progress(console=console, disable=quiet, transient=True) as progress:
         task = progress.add_task("averaging slices", total=None)
         done = run_ensemble(
             predictions, output, mask, threshold, prob_dtype.value, overwrite,
