@@ -110,9 +110,10 @@ def method_options(method: str, assignments: list[str]) -> dict:
 
 # training augmentation a row may change with `run --augment NAME=VALUE`; every other row
 # trains with `emda adapt`'s defaults, the protocol's "same augmentation for every method"
-AUGMENT_NAMES = ("intensity_jitter", "sharpness", "noise", "amplitude_mix")
-# needs the unlabelled target beside the source: `emda adapt` only, never the finetuning
-ADAPT_ONLY = {"amplitude_mix"}
+AUGMENT_NAMES = ("intensity_jitter", "sharpness", "noise", "amplitude_mix", "smooth_objects")
+# amplitude_mix needs the unlabelled target beside the source, smooth_objects changes the
+# source's labelled objects: `emda adapt` only, never the finetuning on target labels
+ADAPT_ONLY = {"amplitude_mix", "smooth_objects"}
 
 
 def augment_changes(assignments: list[str]) -> dict:
@@ -478,7 +479,7 @@ def adopt(
         "patch_size": p["patch_size"], "seed": seed, "base_channels": p["base_channels"],
         "depth": 4, "lr": 1e-3, "lr_schedule": "cosine", "augment": True,
         "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0,
-        "seg_loss": "bce_dice",
+        "smooth_objects": 0.0, "seg_loss": "bce_dice",
         "lower_percentile": 1.0, "upper_percentile": 99.0, "target_bn": False,
         "source": src.raw, "source_labels": src.labels, "source_z": src.z,
         "target": None if method == "ft" else tr.raw,
@@ -486,7 +487,13 @@ def adopt(
         "opt": options,
     }  # fmt: skip
     # older runs lack these
-    defaults = {"sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0, "target_bn": False}
+    defaults = {
+        "sharpness": 0.0,
+        "noise": 0.0,
+        "amplitude_mix": 0.0,
+        "smooth_objects": 0.0,
+        "target_bn": False,
+    }
     paths = {"source", "source_labels", "target"}
     for name, value in want.items():
         have = got.get(name, defaults.get(name))
@@ -813,7 +820,8 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="run: training augmentation other than emda adapt's default (intensity_jitter, "
-        "sharpness, noise, amplitude_mix); such rows get their own keys and table rows",
+        "sharpness, noise, amplitude_mix, smooth_objects); such rows get their own keys and "
+        "table rows",
     )
     parser.add_argument(
         "--match-sharpness",

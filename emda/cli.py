@@ -238,6 +238,14 @@ AmplitudeMixOpt = Annotated[
         rich_help_panel=T,
     ),
 ]
+SmoothObjectsOpt = Annotated[
+    float,
+    typer.Option(
+        help="Blur the inside of labelled source objects by a ~ U(0, A), their outline kept "
+        "(a texture the target's objects lack, e.g. cristae, stops being a cue); 0 = off.",
+        rich_help_panel=T,
+    ),
+]
 SegLossOpt = Annotated[SegLossChoice, typer.Option(help="Segmentation loss.", rich_help_panel=T)]
 CkptEveryOpt = Annotated[
     int, typer.Option(help="Save the checkpoint every N iterations.", rich_help_panel=T)
@@ -326,6 +334,7 @@ def adapt(
     sharpness: SharpnessOpt = 0.0,
     noise: NoiseOpt = 0.0,
     amplitude_mix: AmplitudeMixOpt = 0.0,
+    smooth_objects: SmoothObjectsOpt = 0.0,
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
@@ -369,6 +378,7 @@ def adapt(
         sharpness=sharpness,
         noise=noise,
         amplitude_mix=amplitude_mix,
+        smooth_objects=smooth_objects,
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,

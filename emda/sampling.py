@@ -16,6 +16,11 @@ from emda.sharpness import gaussian_taps
 from emda.volume import Volume
 
 SHARPNESS_SIGMA = 1.5  # pixels; the blur that ``sharpness`` mixes in or subtracts
+# ``smooth_objects``: the blur of an object's inside (3 px removes a texture of period
+# 8 px, e.g. VNC's cristae at 4.6 nm/px, to 6 % of its amplitude) and the width of the
+# soft erosion that keeps the blur away from the object's outline
+OBJECT_SIGMA = 3.0
+OUTLINE_SIGMA = 2.0
 
 
 @dataclass(frozen=True)
@@ -28,15 +33,20 @@ class Augmentation:
     so a < 0 blurs (a = -1 is G(x)) and a > 0 sharpens; microscopes and protocols
     differ as much in resolution and sharpness as in grey values.
     ``noise`` n: additive Gaussian noise with a standard deviation ~ U(0, n).
+    ``smooth_objects`` A: inside the labelled objects of a labelled patch only,
+    x + a w (G(x) - x) with a ~ U(0, A) and w the labels softly eroded, so that the
+    outline stays sharp and the texture inside (cristae) stops being a cue; for a
+    source whose objects carry texture the target's lack (VNC -> EPFL mitochondria).
     """
 
     dihedral: bool = True
     intensity_jitter: float = 0.0
     sharpness: float = 0.0
     noise: float = 0.0
+    smooth_objects: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("intensity_jitter", "sharpness", "noise"):
+        for name in ("intensity_jitter", "sharpness", "noise", "smooth_objects"):
             if not getattr(self, name) >= 0:
                 raise EmdaError(f"--{name.replace('_', '-')} must be >= 0")
 
@@ -55,6 +65,14 @@ class Augmentation:
             sd = rng.uniform(0, self.noise)
             x = x + rng.normal(0, sd, size=x.shape).astype(np.float32)
         return x
+
+    def objects(self, x: np.ndarray, y: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        """``x`` with the inside of the objects labelled in ``y`` blurred (``smooth_objects``)."""
+        if self.smooth_objects <= 0 or y is None or not y.any():
+            return x
+        amount = np.float32(rng.uniform(0, self.smooth_objects))
+        inside = np.clip(2 * _blur(y, OUTLINE_SIGMA) - 1, 0, 1)  # 0 on the outline, 1 deep in
+        return x + amount * inside * (_blur(x, OBJECT_SIGMA) - x)
 
 
 class PatchSampler:
@@ -106,6 +124,7 @@ class PatchSampler:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             x = _dihedral(x, k, flip)
             y = None if y is None else _dihedral(y, k, flip)
+        x = self.augmentation.objects(x, y, rng)
         x = self.augmentation.intensity(x, rng)
         return np.ascontiguousarray(x, dtype=np.float32), (
             None if y is None else np.ascontiguousarray(y)

@@ -48,6 +48,7 @@ class TrainConfig:
     sharpness: float = 0.0
     noise: float = 0.0
     amplitude_mix: float = 0.0  # see emda.style; needs target patches
+    smooth_objects: float = 0.0  # see emda.sampling.Augmentation; needs labelled patches
     seg_loss: str = "bce_dice"
     checkpoint_every: int = 250
     amp: bool = True  # mixed precision; only used on CUDA
@@ -65,7 +66,9 @@ class TrainConfig:
         self.augmentation()  # validates the augmentation settings
 
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.augment, self.intensity_jitter, self.sharpness, self.noise)
+        return Augmentation(
+            self.augment, self.intensity_jitter, self.sharpness, self.noise, self.smooth_objects
+        )
 
 
 @dataclass

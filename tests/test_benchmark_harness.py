@@ -201,6 +201,19 @@ def test_amplitude_mixing_trains_the_adapted_model_but_not_its_finetuning(harnes
     assert "--amplitude-mix" not in finetune  # finetuning has no unlabelled target to mix in
 
 
+def test_object_smoothing_changes_the_source_training_but_not_the_finetuning(harness, fake_runs):
+    calls = fake_runs
+    direction = harness.directions("shared")["vnc2epfl"]
+    augment = ["amplitude_mix=0.5", "smooth_objects=1"]
+    row = harness.run_one("cpu", direction, "ynet", 0, 0.15, augment=augment)
+    assert row["config"]["augment"] == {"amplitude_mix": 0.5, "smooth_objects": 1.0}
+    assert harness.row_label(row["config"]) == "ynet (amplitude_mix=0.5) (smooth_objects=1.0)"
+    (adapt,) = [c for c in calls if c[0] == "adapt"]
+    assert adapt[adapt.index("--smooth-objects") + 1] == "1.0"
+    (finetune,) = [c for c in calls if c[0] == "finetune"]
+    assert "--smooth-objects" not in finetune  # the target's labels are not the source's
+
+
 def test_a_bad_augmentation_stops_the_harness_naming_it(harness):
     with pytest.raises(SystemExit, match="--augment 'blur=1': expected NAME=VALUE"):
         harness.augment_changes(["blur=1"])

@@ -105,6 +105,8 @@ CASES = [
     Case("patch size not a multiple of 2^depth", f"{ADAPT} {SRC} --patch-size 50", 1,
          "--patch-size 50: must be a multiple of 16"),
     Case("negative augmentation amplitude", f"{ADAPT} {SRC} --noise -1", 1, "--noise must be >= 0"),
+    Case("negative object smoothing", f"{ADAPT} {SRC} --smooth-objects -0.5", 1,
+         "--smooth-objects must be >= 0"),
     Case("amplitude mixing weight above 1", f"{ADAPT} {SRC} {TGT} --amplitude-mix 1.5", 1,
          "--amplitude-mix must be in [0, 1]"),
     Case("amplitude mixing without a target to take the style from",

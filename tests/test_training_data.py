@@ -136,6 +136,43 @@ def test_a_log_line_cut_short_by_a_kill_is_left_out(tmp_path):
     assert [r["iteration"] for r in read_log(tmp_path)] == [1, 2]
 
 
+def _textured_disc(size: int = 64, radius: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A disc of stripes (period 6 px, like cristae) on a flat background, and its mask."""
+    yy, xx = np.mgrid[:size, :size]
+    mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2).astype(np.float32)
+    stripes = 0.3 + 0.2 * np.sin(2 * np.pi * xx / 6)
+    return np.where(mask > 0, stripes, 0.7).astype(np.float32), mask
+
+
+def test_smooth_objects_blurs_inside_the_labels_and_leaves_outline_and_outside_alone():
+    x, mask = _textured_disc()
+    aug = Augmentation(smooth_objects=1.0)
+    rng = np.random.default_rng(0)
+    amount = np.random.default_rng(0).uniform(0, 1.0)
+    out = aug.objects(x, mask, rng)
+    far_outside = _blur(mask, 3.0) == 0  # no object within reach of either blur
+    np.testing.assert_array_equal(out[far_outside], x[far_outside])
+    deep = _blur(mask, 2.0) > 0.999
+    texture = lambda a: float(np.abs(np.diff(a, axis=1))[deep[:, 1:]].mean())  # noqa: E731
+    assert texture(out) < (1 - 0.9 * amount) * texture(x)  # the stripes fade with a
+    assert abs(out[deep].mean() - x[deep].mean()) < 0.02  # smoothed, not darkened
+    # the outline: the step from the disc to the background survives
+    edge = (mask > 0) & (_blur(mask, 1.0) < 0.75)
+    assert np.abs(out[edge] - x[edge]).max() < 0.35 * np.abs(x[edge] - 0.7).max()
+
+
+def test_smooth_objects_changes_nothing_without_labels_and_when_off():
+    x, mask = _textured_disc()
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert Augmentation(smooth_objects=1.0).objects(x, None, rng) is x  # a target patch
+    assert Augmentation(smooth_objects=1.0).objects(x, np.zeros_like(mask), rng) is x
+    assert Augmentation().objects(x, mask, rng) is x
+    assert rng.bit_generator.state == state  # runs without it draw the same patches as before
+    with pytest.raises(EmdaError, match="--smooth-objects must be >= 0"):
+        Augmentation(smooth_objects=-1)
+
+
 def test_amplitude_mix_keeps_the_source_phase_and_takes_the_target_amplitude():
     gen = torch.Generator().manual_seed(0)
     source, target = (
@@ -171,3 +208,13 @@ def test_adapt_with_amplitude_mix_trains_ft_on_target_styled_source(tmp_path):
     assert load_checkpoint(tmp_path / "plain").training["amplitude_mix"] == 0.0
     first = [read_log(tmp_path / run)[0]["seg"] for run in ("plain", "mixed")]
     assert first[0] != first[1]  # same seed, same weights: only the styled patches differ
+
+
+def test_adapt_with_smooth_objects_records_it_and_trains_on_smoothed_source(tmp_path):
+    plain = adapt_on_crops(tmp_path / "plain", "--no-target-bn")
+    smooth = adapt_on_crops(tmp_path / "smooth", "--no-target-bn", "--smooth-objects", "1")
+    assert plain.exit_code == 0 and smooth.exit_code == 0, smooth.output
+    assert load_checkpoint(tmp_path / "smooth").training["smooth_objects"] == 1.0
+    assert load_checkpoint(tmp_path / "plain").training["smooth_objects"] == 0.0
+    first = [read_log(tmp_path / run)[0]["seg"] for run in ("plain", "smooth")]
+    assert first[0] != first[1]  # same seed, same weights: only the source patches differ
