@@ -1,9 +1,13 @@
-"""What does `--amplitude-mix` do to the source patches? (diagnostic, no network)
+"""What do `--amplitude-mix` and `--smooth-objects` do to the source patches? (diagnostic)
 
 Draws training patches the way `emda adapt` does (the CPU profile's 128^2 patches,
 dihedral flips and contrast jitter 0.1) from the source and the target training data of
 each direction, and measures, for plain source patches, the same patches after
-amplitude mixing (each with a random target patch, w ~ U(0, A)) and the target patches:
+amplitude mixing (each with a random target patch, w ~ U(0, A)), the same patches with
+their labelled objects smoothed (`--smooth-objects`, a ~ U(0, S); it commutes with the
+contrast jitter, so smoothing the drawn patches equals smoothing before the jitter, as
+training does), smoothed and then mixed (what training with both sees), and the target
+patches. No network is involved:
 
 - the mean gradient magnitude of the whole patch (sharpness / texture / noise; the
   label-free number of `domain_gap_probe.py`),
@@ -15,6 +19,7 @@ amplitude mixing (each with a random target patch, w ~ U(0, A)) and the target p
 Writes benchmarks/results/style_probe.json.
 
     python benchmarks/style_probe.py [--data ../shared/data] [--amplitude-mix 0.5]
+                                     [--smooth-objects 1.0]
 """
 
 from __future__ import annotations
@@ -67,19 +72,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--amplitude-mix", type=float, default=0.5)
+    parser.add_argument("--smooth-objects", type=float, default=1.0)
     parser.add_argument("--batches", type=int, default=64, help="batches of 8 per set")
     args = parser.parse_args()
-    results = {"amplitude_mix": args.amplitude_mix, "patches": 8 * args.batches}
+    results = {
+        "amplitude_mix": args.amplitude_mix,
+        "smooth_objects": args.smooth_objects,
+        "patches": 8 * args.batches,
+    }
+    smoothing = Augmentation(dihedral=False, smooth_objects=args.smooth_objects)
     for direction, (source_name, target_name) in DIRECTIONS.items():
         rng = np.random.default_rng(0)
+        smooth_rng = np.random.default_rng(1)  # its own draws: the other sets stay as they were
         source = sampler(args.data, source_name, labelled=True)
         target = sampler(args.data, target_name, labelled=False)
-        plain, mixed, tgt, labels = [], [], [], []
+        plain, mixed, tgt, labels, smoothed, both = [], [], [], [], [], []
         for _ in range(args.batches):
             s, t = source.sample(8, rng), target.sample(8, rng)
             weights = torch.from_numpy(rng.uniform(0, args.amplitude_mix, size=8))
             plain.append(s.x)
             mixed.append(amplitude_mix(s.x, t.x, weights))
+            sx = torch.from_numpy(np.stack([
+                smoothing.objects(x[0].numpy(), y[0].numpy(), smooth_rng)[None]
+                for x, y in zip(s.x, s.y)
+            ]))  # fmt: skip
+            smoothed.append(sx)
+            both.append(amplitude_mix(sx, t.x, weights))
             tgt.append(t.x)
             labels.append(s.y)
         y = torch.cat(labels)
@@ -88,6 +106,8 @@ def main() -> None:
             "target_data": target_name,
             "source_plain": statistics(torch.cat(plain), y),
             "source_mixed": statistics(torch.cat(mixed), y),
+            "source_smoothed": statistics(torch.cat(smoothed), y),
+            "source_smoothed_mixed": statistics(torch.cat(both), y),
             "target_plain": statistics(torch.cat(tgt), None),
         }
         print(direction, json.dumps(results[direction], indent=1))
