@@ -310,6 +310,15 @@ def adapt(
         str | None,
         typer.Option(help="Target slices START:STOP to adapt on.", rich_help_panel="Data"),
     ] = None,
+    source_val_z: Annotated[
+        str | None,
+        typer.Option(
+            help="Held-out source slices START:STOP (outside --source-z), scored after "
+            "training with the source's statistics: a model that fails its own source has "
+            "learned a cue real images lack. Needs no target label.",
+            rich_help_panel="Data",
+        ),
+    ] = None,
     foreground: Annotated[
         float | None,
         typer.Option(
@@ -407,6 +416,7 @@ def adapt(
         resolved,
         target_bn,
         resume,
+        source_val_z,
     )
     _report_run(summary)
 
@@ -905,6 +915,8 @@ def info(
         }
         if computed := _computed_with(ckpt.training):
             rows["trained with"] = computed
+        if scores := ckpt.training.get("source_validation"):
+            rows["held-out source slices"] = _validation_text(scores)
         records = read_log(p if p.is_dir() else p.parent)
         if records:
             ended = log_summary(records)
@@ -1027,6 +1039,16 @@ def _report_run(summary) -> None:
     console.print(
         f"[green]done[/green]: {summary.iterations} iterations in "
         f"{summary.seconds:.0f} s; final {terms}; run in {summary.run_dir}"
+    )
+    if scores := getattr(summary, "source_validation", None):
+        console.print(f"held-out source slices: {_validation_text(scores)}")
+
+
+def _validation_text(scores: dict) -> str:
+    start, stop = scores["z_range"]
+    return (
+        f"z {start}:{stop}, as trained: IoU {scores['iou']:.3f} (precision "
+        f"{scores['precision']:.3f}, recall {scores['recall']:.3f})"
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda import __version__, ddp, sharpness
+from emda import __version__, ddp, sharpness, validation
 from emda.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from emda.blocks import check_block_size, output_chunks, plan_blocks
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -84,6 +84,7 @@ class RunSummary:
     iterations: int
     seconds: float
     final_terms: dict[str, float]
+    source_validation: dict | None = None  # scores on held-out source slices, as trained
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
@@ -157,11 +158,14 @@ def adapt(
     resolved_config: dict | None = None,
     target_bn: bool = True,
     resume: bool = False,
+    source_val_z: str | None = None,
 ) -> RunSummary:
     """Train a new model on the labelled source (and unlabelled target) with ``method``.
 
     With ``target_bn`` and a target, the batch-norm statistics are re-estimated on the
     target after training (see ``emda.batchnorm``); this holds for every method, ft too.
+    ``source_val_z``: held-out source slices START:STOP, scored after training with the
+    source's statistics (``emda.validation``) and recorded in the checkpoint.
     """
     for option, spec in (("--source", source), ("--target", target)):
         if spec is not None and not split_address(spec.raw)[0].exists():
@@ -169,6 +173,10 @@ def adapt(
     src_raw, src_labels, src_z = _load_training_volume(source, "source")
     if src_labels is None:
         raise EmdaError("--source-labels is required: the source must be labelled")
+    val_z = None
+    if source_val_z is not None:
+        val_z = parse_z_range(source_val_z, src_raw.shape[0], "--source-val-z")
+        validation.check_held_out(val_z, src_z, "--source-val-z")
     tgt_sampler = None
     tgt_range = None
     mixes = config.amplitude_mix > 0  # target patches lend their style to the source's
@@ -237,10 +245,15 @@ def adapt(
     )
     if not ddp.is_main():
         return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
+    scores = None
+    if val_z is not None:  # before target statistics replace the source's
+        scores = validation.score_slices(model, src_raw, src_labels, src_range, val_z, device)
+        template.training["source_validation"] = scores
+        save_checkpoint(template, run_dir / CHECKPOINT_NAME)
     if target_bn and tgt_sampler is not None:
         _recalibrate_on_target(model, tgt_raw, tgt_range, tgt_z, config, device, run_dir, template)
     _write_curve(run_dir)
-    return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms)
+    return RunSummary(run_dir, result.iterations, result.seconds, result.final_terms, scores)
 
 
 def recalibrate(

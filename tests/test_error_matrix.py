@@ -105,6 +105,11 @@ CASES = [
     Case("patch size not a multiple of 2^depth", f"{ADAPT} {SRC} --patch-size 50", 1,
          "--patch-size 50: must be a multiple of 16"),
     Case("negative augmentation amplitude", f"{ADAPT} {SRC} --noise -1", 1, "--noise must be >= 0"),
+    Case("held-out source slices that are also trained on",
+         f"{ADAPT} {SRC} --source-z 0:12 --source-val-z 10:16", 1,
+         "--source-val-z 10:16: slices 10-11 are also trained on (--source-z 0:12)"),
+    Case("held-out source slices past the stack", f"{ADAPT} {SRC} --source-z 0:12 "
+         "--source-val-z 12:99", 1, "--source-val-z 12:99: expected START:STOP"),
     Case("negative object smoothing", f"{ADAPT} {SRC} --smooth-objects -0.5", 1,
          "--smooth-objects must be >= 0"),
     Case("amplitude mixing weight above 1", f"{ADAPT} {SRC} {TGT} --amplitude-mix 1.5", 1,
