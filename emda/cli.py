@@ -241,8 +241,9 @@ AmplitudeMixOpt = Annotated[
 SmoothObjectsOpt = Annotated[
     float,
     typer.Option(
-        help="Blur the inside of labelled source objects by a ~ U(0, A), their outline kept "
-        "(a texture the target's objects lack, e.g. cristae, stops being a cue); 0 = off.",
+        help="Blur the inside of labelled source objects by a ~ U(0, A), their outline kept; "
+        "0 = off. Measured harmful VNC -> EPFL (the network learns the blur itself: check "
+        "with --source-val-z; benchmarks/FINDINGS.md).",
         rich_help_panel=T,
     ),
 ]

@@ -35,8 +35,8 @@ class Augmentation:
     ``noise`` n: additive Gaussian noise with a standard deviation ~ U(0, n).
     ``smooth_objects`` A: inside the labelled objects of a labelled patch only,
     x + a w (G(x) - x) with a ~ U(0, A) and w the labels softly eroded, so that the
-    outline stays sharp and the texture inside (cristae) stops being a cue; for a
-    source whose objects carry texture the target's lack (VNC -> EPFL mitochondria).
+    outline stays sharp and the texture inside (cristae) stops being a cue. Measured
+    harmful VNC -> EPFL: the network learns the blur itself (benchmarks/FINDINGS.md).
     """
 
     dihedral: bool = True
