@@ -69,3 +69,19 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def teardown() -> None:
+    """Leave the process group once every rank is done with it.
+
+    Without the barrier a rank could tear down its Gloo threads while the other still
+    talks to it, and without the explicit destroy they are torn down at interpreter exit:
+    either can abort the process (SIGABRT, "terminate called without an active
+    exception") after a run that itself succeeded.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()

@@ -198,6 +198,8 @@ def train(
         state = run_dir / STATE_NAME
         if state.exists():
             state.unlink()  # the final checkpoint supersedes the intermediate state
+    del forward  # under torchrun, DDP's reducer holds the process group
+    ddp.teardown()
     return TrainResult(config.iterations, time.perf_counter() - start, terms_f)
 
 
