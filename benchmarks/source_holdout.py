@@ -43,6 +43,8 @@ def check(key: str, profile: str) -> dict:
         sys.exit(f"error: {key}: its source is neither the VNC stack nor EPFL train")
     raw, labels, z_range, name = HELD_OUT[config["direction"]["source"]["raw"]]
     run = HERE / "work" / profile / key / "run"
+    if not (run / "checkpoint.pt").is_file():
+        sys.exit(f"error: {run}: no trained model on disk (its work files were removed)")
     prob = run.parent / f"{name}_prob.tif"
     scores = run.parent / f"{name}_heldout_scores.json"
     emda = [sys.executable, "-m", "emda"]

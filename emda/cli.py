@@ -1041,7 +1041,7 @@ def _report_run(summary) -> None:
         f"[green]done[/green]: {summary.iterations} iterations in "
         f"{summary.seconds:.0f} s; final {terms}; run in {summary.run_dir}"
     )
-    if scores := getattr(summary, "source_validation", None):
+    if scores := summary.source_validation:
         console.print(f"held-out source slices: {_validation_text(scores)}")
 
 
