@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ from emda.volume import (
     read_labels,
     split_address,
 )
+
+if TYPE_CHECKING:  # scipy loads only for `emda clean`
+    from emda.cleaning import CleaningCounts, CleaningSizes
 
 log = logging.getLogger("emda")
 
@@ -769,3 +773,65 @@ def _write_curve(run_dir: Path) -> None:
     records = read_log(run_dir)
     if records:
         training_curve(records, run_dir / CURVE_NAME)
+
+
+@dataclass
+class CleanSummary:
+    sizes: CleaningSizes
+    counts: CleaningCounts
+    shape: tuple[int, int, int]
+    seconds: float
+
+
+def clean(
+    prediction: str,
+    mask: str,
+    min_size: int | None = None,
+    max_hole: int | None = None,
+    sizes_from: str | None = None,
+    sizes_z: str | None = None,
+    threshold: float = 0.5,
+    key: str | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> CleanSummary:
+    """Write ``prediction`` thresholded and cleaned (:mod:`emda.cleaning`) to ``mask``.
+    Sizes given by hand win over those read from ``sizes_from`` labels; an interrupted
+    run leaves nothing behind."""
+    from emda.cleaning import CleaningSizes, clean_volume, sizes_from_labels
+
+    if not 0 <= threshold <= 1:
+        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    if sizes_z is not None and sizes_from is None:
+        raise EmdaError("--sizes-z: needs --sizes-from LABELS")
+    if sizes_from is None and (min_size is None or max_hole is None):
+        raise EmdaError(
+            "emda clean needs --sizes-from LABELS (e.g. the source's training labels) "
+            "or both --min-size and --max-hole"
+        )
+    read_sizes = CleaningSizes(min_size or 0, max_hole or 0)  # validates given sizes early
+    volume = open_volume(prediction, key)
+    if Path(split_address(mask)[0]).resolve() == Path(split_address(prediction)[0]).resolve():
+        raise EmdaError(f"--mask {mask}: is the input; write somewhere else")
+    check_output(mask, overwrite, "--mask")
+    if sizes_from is not None:
+        labels = read_labels(sizes_from)
+        read_sizes = sizes_from_labels(labels, parse_z_range(sizes_z, labels.shape[0], "--sizes-z"))
+    sizes = CleaningSizes(
+        read_sizes.min_size if min_size is None else min_size,
+        read_sizes.max_hole if max_hole is None else max_hole,
+    )
+    start = time.perf_counter()
+    attrs = {
+        "emda_kind": "mask",
+        "emda_clean": {**dataclasses.asdict(sizes), "threshold": threshold,
+                       "sizes_from": sizes_from, "input": prediction},
+    }  # fmt: skip
+    writer = VolumeWriter(mask, volume.shape, "uint8", volume.voxel_size, overwrite, attrs=attrs)
+    try:
+        counts = clean_volume(volume, sizes, writer.write, threshold, progress)
+        writer.commit()
+    except BaseException:  # cleaning again is cheap, so nothing is kept
+        writer.abort(keep=False)
+        raise
+    return CleanSummary(sizes, counts, volume.shape, time.perf_counter() - start)

@@ -169,6 +169,11 @@ CASES = [
     Case("ensemble of logits, not probabilities",
          "ensemble {d}/tiny.tif {d}/logits.tif --output {o}/e.tif", 1,
          "logits.tif (z 0-2): values outside [0, 1]"),
+    Case("clean without sizes", "clean {d}/prob.tif --mask {o}/m.tif", 1,
+         "needs --sizes-from LABELS"),
+    Case("clean with sizes from labels that hold no inner object",
+         "clean {d}/prob.tif --mask {o}/m.tif --sizes-from {d}/labnone.tif", 1,
+         "labnone.tif: no labelled object inside"),
     Case("unknown dataset to fetch", "data fetch nosuch --to {o}", 2, "unknown dataset nosuch"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
