@@ -6,8 +6,9 @@ normalised as `emda predict` does (the run's percentiles of the whole volume) an
 segmented slice by slice in each of its three plane stacks, (y, x), (z, x) and (z, y),
 with the CPU profile's window (256^2 tiles, overlap 0.25, gaussian blending). Reports
 the IoU at 0.5 of each stack and of their mean (what `emda predict --planes ortho`
-computes block-wise). `planes_validation.sh` measures the same on held-out source
-slices, which is where the choice for the in-domain model comes from.
+computes block-wise), with each one's precision, recall and foreground share.
+`planes_validation.sh` measures the same on held-out source slices, which is where the
+choice for the in-domain model comes from.
 
     python benchmarks/planes_probe.py RUN... [--out benchmarks/results/cpu/planes_probe.json]
 """
@@ -58,6 +59,12 @@ def main() -> None:
         stacks = planes(predictor, image)
         stacks["ortho"] = (stacks["xy"] + stacks["xz"] + stacks["yz"]) / 3
         row = {name: round(Confusion.of(p >= 0.5, truth).iou, 4) for name, p in stacks.items()}
+        # which plane calls more or less foreground than the labels hold
+        row["foreground"] = {name: round(float((p >= 0.5).mean()), 4) for name, p in stacks.items()}
+        row["foreground"]["labels"] = round(float(truth.mean()), 4)
+        for name, p in stacks.items():
+            s = Confusion.of(p >= 0.5, truth).scores()
+            row[f"{name}_precision_recall"] = [round(s["precision"], 4), round(s["recall"], 4)]
         row["seconds"] = round(time.perf_counter() - t0, 1)
         results[str(run)] = row
         print(run, row, flush=True)
