@@ -36,6 +36,9 @@ from emda.evaluate import binarize, parse_z_range, prediction_kind  # noqa: E402
 from emda.metrics import Confusion  # noqa: E402
 from emda.volume import open_volume, read_labels  # noqa: E402
 
+# the first version of source_holdout.py named its VNC maps vnc_prob.tif
+LEGACY_NAMES = {"vnc_z13_19": "vnc_prob.tif"}
+
 
 @cache
 def source_sizes(labels: str, z: str | None) -> CleaningSizes:
@@ -77,9 +80,9 @@ def source_check(profile: str) -> list[dict]:
             continue
         _, labels, z, name = HELD_OUT[source["raw"]]
         work = HERE / "work" / profile / key
-        # the VNC maps of the check's first version were named vnc_prob.tif
-        found = [p for p in (work / f"{name}_prob.tif", work / "vnc_prob.tif") if p.exists()]
-        if not found or (found[0].name == "vnc_prob.tif" and not name.startswith("vnc")):
+        names = (f"{name}_prob.tif", LEGACY_NAMES.get(name))
+        found = [work / n for n in names if n and (work / n).exists()]
+        if not found:
             continue
         prob = found[0]
         sizes = source_sizes(source["labels"], source.get("z"))

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from emda.errors import EmdaError
-from emda.evaluate import binarize, prediction_kind
+from emda.evaluate import binarize, check_threshold, prediction_kind
 from emda.volume import Volume
 
 MIN_SIZE_PERCENTILE = 1.0  # of the labelled objects' areas: smaller is a speck
@@ -128,8 +128,7 @@ def clean_volume(
 ) -> CleaningCounts:
     """Threshold ``prediction`` (probabilities or a mask) and hand ``write(z, mask)``
     each cleaned slice as uint8 {0, 1}; one slice in memory at a time."""
-    if not 0 <= threshold <= 1:
-        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    check_threshold(threshold)
     kind = prediction_kind(prediction)
     total = CleaningCounts()
     depth = prediction.shape[0]

@@ -69,6 +69,11 @@ def prediction_kind(volume: Volume) -> str:
     return "mask" if peak <= 1 else "probability"
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0 <= threshold <= 1:
+        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+
+
 def binarize(block: np.ndarray, kind: str, threshold: float, source: str) -> np.ndarray:
     if kind == "mask":
         return block.astype(bool)
@@ -86,8 +91,7 @@ def evaluate(
     z_range: str | None = None,
     foreground: float | None = None,
 ) -> Evaluation:
-    if not 0 <= threshold <= 1:
-        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    check_threshold(threshold)
     if prediction.shape != truth.shape:
         raise EmdaError(
             f"{prediction.path}: shape {prediction.shape} differs from ground truth "

@@ -20,7 +20,7 @@ from emda.blocks import check_block_size, output_chunks, plan_blocks
 from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.distributed import dask_client, require_dask, run_blocks_on_dask, worker_job
 from emda.errors import EmdaError
-from emda.evaluate import Evaluation, evaluate, parse_z_range
+from emda.evaluate import Evaluation, check_threshold, evaluate, parse_z_range
 from emda.inference import BlendMode, SlidingWindowPredictor
 from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.method import Method, Supervised
@@ -373,8 +373,7 @@ def check_prediction_outputs(
     """The options of a command that writes probabilities and/or a mask (predict, ensemble)."""
     if output is None and mask is None:
         raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
-    if not 0 <= threshold <= 1:
-        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    check_threshold(threshold)
     if prob_dtype not in ("uint8", "float32"):
         raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
     if output and mask and Path(output).resolve() == Path(mask).resolve():
@@ -800,8 +799,7 @@ def clean(
     run leaves nothing behind."""
     from emda.cleaning import CleaningSizes, clean_volume, sizes_from_labels
 
-    if not 0 <= threshold <= 1:
-        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+    check_threshold(threshold)
     if sizes_z is not None and sizes_from is None:
         raise EmdaError("--sizes-z: needs --sizes-from LABELS")
     if sizes_from is None and (min_size is None or max_hole is None):
@@ -809,18 +807,18 @@ def clean(
             "emda clean needs --sizes-from LABELS (e.g. the source's training labels) "
             "or both --min-size and --max-hole"
         )
-    read_sizes = CleaningSizes(min_size or 0, max_hole or 0)  # validates given sizes early
+    by_hand = {k: v for k, v in (("min_size", min_size), ("max_hole", max_hole)) if v is not None}
+    CleaningSizes(**{"min_size": 0, "max_hole": 0, **by_hand})  # fails early on a bad size
     volume = open_volume(prediction, key)
     if Path(split_address(mask)[0]).resolve() == Path(split_address(prediction)[0]).resolve():
         raise EmdaError(f"--mask {mask}: is the input; write somewhere else")
     check_output(mask, overwrite, "--mask")
-    if sizes_from is not None:
+    if sizes_from is None:
+        sizes = CleaningSizes(**by_hand)
+    else:
         labels = read_labels(sizes_from)
-        read_sizes = sizes_from_labels(labels, parse_z_range(sizes_z, labels.shape[0], "--sizes-z"))
-    sizes = CleaningSizes(
-        read_sizes.min_size if min_size is None else min_size,
-        read_sizes.max_hole if max_hole is None else max_hole,
-    )
+        z_range = parse_z_range(sizes_z, labels.shape[0], "--sizes-z")
+        sizes = dataclasses.replace(sizes_from_labels(labels, z_range), **by_hand)
     start = time.perf_counter()
     attrs = {
         "emda_kind": "mask",
