@@ -153,10 +153,21 @@ def row_options(method: str, assignments: list[str]) -> dict:
     return options
 
 
+# Options a method gained after its rows were keyed with all their options, with the
+# value those rows trained with: left out of the key while they keep it, so old rows
+# keep their keys.
+OPTIONS_ADDED_LATER = {"selftrain": {"pseudo_labels": "patch"}}
+
+
 def option_changes(method: str, options: dict) -> dict:
     """The options that differ from those of the rows keyed without options."""
     before = KEYED_WITHOUT_OPTIONS.get(method, {})
-    return {k: v for k, v in options.items() if before.get(k) != v}
+    added = OPTIONS_ADDED_LATER.get(method, {})
+    return {
+        k: v
+        for k, v in options.items()
+        if before.get(k) != v and not (k in added and added[k] == v)
+    }
 
 
 def opt_flags(options: dict) -> list[str]:
@@ -264,7 +275,7 @@ def emda(*args: str, log: Path) -> float:
 def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str, options: dict, tta: bool = False, augment: dict | None = None,
-    match_sharpness: bool = False,
+    match_sharpness: bool = False, target_planes: str = "xy",
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -286,6 +297,8 @@ def row_config(
         config["augment"] = augment
     if match_sharpness:  # its direction's paths name the blurred volume too
         config["match_sharpness"] = True
+    if target_planes != "xy":  # `emda adapt --target-planes`; xy rows keep their keys
+        config["target_planes"] = target_planes
     return config
 
 
@@ -326,6 +339,7 @@ def adapted_models(
                  "--seed", str(seed), "--quiet", _restart_or_resume(trained),
                  *augment_flags(config)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
+        adapt += ["--target-planes", config["target_planes"]] if "target_planes" in config else []
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
         times["adapt"] = emda(*adapt, log=log)
@@ -338,7 +352,7 @@ def adapted_models(
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
-    match_sharpness: bool = False,
+    match_sharpness: bool = False, target_planes: str = "xy",
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
@@ -349,13 +363,16 @@ def run_one(
     flips/rotations averaged), again on the same models. ``augment``: training
     augmentation other than ``emda adapt``'s default (``sharpness=1.0``), for the row's
     training, its teacher's and its finetuning alike. ``match_sharpness``: the sharper
-    domain's volume blurred to the other's level (:func:`sharpness_matched`) everywhere."""
+    domain's volume blurred to the other's level (:func:`sharpness_matched`) everywhere.
+    ``target_planes``: ``emda adapt --target-planes`` for the row's training (not its
+    teacher's)."""
     options = row_options(method, list(opt))
     blurred: dict = {}
     if match_sharpness:
         direction, blurred = sharpness_matched(direction, profile)
     config = row_config(profile, direction, method, seed, semi, planes, options, tta,
-                        augment_changes(list(augment)), match_sharpness)  # fmt: skip
+                        augment_changes(list(augment)), match_sharpness,
+                        target_planes)  # fmt: skip
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
@@ -632,6 +649,8 @@ def row_label(config: dict) -> str:
     """A plain method name is what `emda adapt --method NAME` trains today; a variant
     names its options and augmentation that differ, e.g. "dann (classifier=position)"."""
     changed = {**_non_defaults(config), **config.get("augment", {})}
+    if "target_planes" in config:
+        changed["target_planes"] = config["target_planes"]
     matched = " (matched sharpness)" if config.get("match_sharpness") else ""
     return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items()) + matched
 
@@ -645,7 +664,8 @@ def _non_defaults(config: dict) -> dict:
 
 def _defaults(config: dict) -> bool:
     """Whether a row trained with its method's current default options and augmentation."""
-    return not _non_defaults(config) and not {"augment", "match_sharpness"} & config.keys()
+    varied = {"augment", "match_sharpness", "target_planes"}
+    return not _non_defaults(config) and not varied & config.keys()
 
 
 def _label_share(setting: str) -> float:
@@ -830,6 +850,13 @@ def main() -> None:
         "smooth --like) for training, prediction and scoring; its own keys and table rows",
     )
     parser.add_argument(
+        "--target-planes",
+        choices=["xy", "ortho"],
+        default="xy",
+        help="run: `emda adapt --target-planes` for the rows' training (not a teacher's); "
+        "its own keys and table rows",
+    )
+    parser.add_argument(
         "--ensemble",
         action="store_true",
         help="run: also score the mean of the --seeds rows' probability maps (emda "
@@ -861,7 +888,7 @@ def main() -> None:
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
                                     args.planes, args.opt, args.tta, args.augment,
-                                    args.match_sharpness)  # fmt: skip
+                                    args.match_sharpness, args.target_planes)  # fmt: skip
                         finished.setdefault(semi, []).append(r)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "

@@ -65,6 +65,11 @@ class Schedule(str, Enum):
     constant = "constant"
 
 
+class TargetPlanes(str, Enum):  # emda.train.TARGET_PLANES
+    xy = "xy"
+    ortho = "ortho"
+
+
 # --- shared behaviour ---------------------------------------------------------------------
 
 
@@ -311,6 +316,14 @@ def adapt(
         str | None,
         typer.Option(help="Target slices START:STOP to adapt on.", rich_help_panel="Data"),
     ] = None,
+    target_planes: Annotated[
+        TargetPlanes,
+        typer.Option(
+            help="Target patches from (y, x) slices only, or from all three plane stacks "
+            "(ortho; isotropic volumes such as FIB-SEM, z rows inside --target-z).",
+            rich_help_panel="Data",
+        ),
+    ] = TargetPlanes.xy,
     source_val_z: Annotated[
         str | None,
         typer.Option(
@@ -392,6 +405,7 @@ def adapt(
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,
+        target_planes=target_planes.value,
     )
     try:
         model_cfg = UNetConfig(base_channels=base_channels, depth=depth)

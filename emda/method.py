@@ -16,6 +16,8 @@ from torch import nn
 
 from emda.losses import segmentation_loss
 from emda.model import SegmentationOutput, UNet
+from emda.normalization import IntensityRange
+from emda.volume import Volume
 
 
 @dataclass
@@ -27,6 +29,8 @@ class NoOptions:
 class Batch:
     x: torch.Tensor  # (B, 1, H, W) normalised intensities
     y: torch.Tensor | None = None  # (B, 1, H, W) float {0, 1}, None where unlabelled
+    #: (B, 1, H, W) the same windows of the method's ``target_guide`` volume, if any
+    guide: torch.Tensor | None = None
 
 
 @dataclass
@@ -100,6 +104,16 @@ class Method:
         """Set the network's starting weights before training; the default keeps the
         seeded random initialisation. E.g. self-training starts from its teacher.
         Not called when a run resumes: the saved state replaces the weights."""
+
+    def target_guide(
+        self, raw: Volume, intensity: IntensityRange, z_indices: list[int], device: torch.device
+    ) -> Volume | None:
+        """A volume aligned with the target training volume ``raw`` whose window comes
+        with every target patch as ``step.target.guide`` (flipped and rotated with it),
+        or None. Called once before training, after ``build_heads``; e.g. a teacher's
+        prediction of the whole target, which lets target patches come from any plane.
+        ``intensity`` normalises ``raw``; only the slices ``z_indices`` may be read."""
+        return None
 
     def loss_terms(self, step: TrainStep) -> dict[str, torch.Tensor]:
         """Named scalar losses for one step; the loop sums and logs them."""

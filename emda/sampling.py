@@ -12,6 +12,7 @@ import torch
 from emda.errors import EmdaError
 from emda.method import Batch
 from emda.normalization import IntensityRange
+from emda.planes import PLANE_AXES
 from emda.sharpness import gaussian_taps
 from emda.volume import Volume
 
@@ -81,6 +82,13 @@ class PatchSampler:
     Patches are cut from random positions of random slices, normalised with
     ``intensity`` and put through ``augmentation``. Slices smaller than the patch
     are mirror-padded.
+
+    ``planes``: the plane stacks patches come from, each patch from one of them with
+    equal probability: ``("xy",)`` cuts (y, x) slices; ``"xz"`` and ``"yz"`` cut (z, x)
+    and (z, y) planes of an isotropic volume, their z rows kept inside the allowed
+    slices' range. ``guide``: a volume aligned with ``raw`` (e.g. a teacher's
+    probabilities) whose window comes with each patch as ``Batch.guide``, flipped and
+    rotated with it but never intensity-augmented.
     """
 
     def __init__(
@@ -91,6 +99,8 @@ class PatchSampler:
         labels: Volume | None = None,
         z_indices: Sequence[int] | None = None,
         augmentation: Augmentation | None = None,
+        planes: Sequence[str] = ("xy",),
+        guide: Volume | None = None,
     ) -> None:
         self.raw = raw
         self.labels = labels
@@ -98,36 +108,67 @@ class PatchSampler:
         self.patch_size = patch_size
         self.z_indices = np.asarray(z_indices if z_indices is not None else range(raw.shape[0]))
         self.augmentation = augmentation or Augmentation.none()
+        if guide is not None and guide.shape != raw.shape:
+            raise EmdaError(
+                f"{guide.path}: shape {guide.shape} differs from {raw.path}'s {raw.shape}"
+            )
+        self.guide = guide
+        unknown = set(planes) - set(PLANE_AXES)
+        if unknown or not planes:
+            raise EmdaError(f"planes {sorted(unknown)}: must be among {', '.join(PLANE_AXES)}")
+        if set(planes) != {"xy"} and raw.shape[0] == 1:
+            raise EmdaError(f"{raw.path}: a 2D image has no planes other than (y, x)")
+        self.planes = tuple(planes)
+        # off-axis planes: z rows between the first and the last allowed slice
+        self.z_rows = (int(self.z_indices.min()), int(self.z_indices.max()) + 1)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        xs, ys = [], []
-        for _ in range(batch_size):
-            x, y = self._patch(rng)
-            xs.append(x)
-            ys.append(y)
-        x = torch.from_numpy(np.stack(xs)[:, None])
-        y = None if self.labels is None else torch.from_numpy(np.stack(ys)[:, None])
-        return Batch(x, y)
+        patches = [self._patch(rng) for _ in range(batch_size)]
 
-    def _patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        def stacked(i: int) -> torch.Tensor | None:
+            if patches[0][i] is None:
+                return None
+            return torch.from_numpy(np.stack([p[i] for p in patches])[:, None])
+
+        return Batch(stacked(0), stacked(1), stacked(2))  # type: ignore[arg-type]
+
+    def _window(self, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple]:
+        """A plane stack (as an axis order) and a patch window in that order."""
         p = self.patch_size
-        _, height, width = self.raw.shape
-        z = int(rng.choice(self.z_indices))
-        y0 = int(rng.integers(0, max(height - p, 0) + 1))
-        x0 = int(rng.integers(0, max(width - p, 0) + 1))
-        window = (z, slice(y0, y0 + p), slice(x0, x0 + p))
-        x = _pad_to(self.intensity.apply(self.raw.read(*window)), p)
-        y = None
-        if self.labels is not None:
-            y = _pad_to(self.labels.read(*window).astype(np.float32), p)
+        plane = self.planes[int(rng.integers(len(self.planes)))] if len(self.planes) > 1 else "xy"
+        axes = PLANE_AXES[plane]
+        if plane == "xy":
+            _, height, width = self.raw.shape
+            index = int(rng.choice(self.z_indices))
+            r0, r1 = 0, height
+        else:  # rows are z, restricted to the allowed slices
+            index = int(rng.integers(self.raw.shape[axes[0]]))
+            (r0, r1), width = self.z_rows, self.raw.shape[axes[2]]
+        top = r0 + int(rng.integers(0, max(r1 - r0 - p, 0) + 1))
+        left = int(rng.integers(0, max(width - p, 0) + 1))
+        # the plane as a 1-thick slab: a lazy permuted array then reads the window only
+        return axes, (slice(index, index + 1), slice(top, min(top + p, r1)), slice(left, left + p))
+
+    def _patch(
+        self, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        p = self.patch_size
+        axes, window = self._window(rng)
+
+        def cut(volume: Volume | None) -> np.ndarray | None:
+            if volume is None:
+                return None
+            return _pad_to(volume.permuted(axes).read(*window)[0].astype(np.float32), p)
+
+        x = _pad_to(self.intensity.apply(self.raw.permuted(axes).read(*window)[0]), p)
+        y, guide = cut(self.labels), cut(self.guide)
         if self.augmentation.dihedral:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            x = _dihedral(x, k, flip)
-            y = None if y is None else _dihedral(y, k, flip)
+            x, y, guide = (None if a is None else _dihedral(a, k, flip) for a in (x, y, guide))
         x = self.augmentation.objects(x, y, rng)
         x = self.augmentation.intensity(x, rng)
-        return np.ascontiguousarray(x, dtype=np.float32), (
-            None if y is None else np.ascontiguousarray(y)
+        return tuple(  # type: ignore[return-value]
+            None if a is None else np.ascontiguousarray(a, dtype=np.float32) for a in (x, y, guide)
         )
 
 

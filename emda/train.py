@@ -30,6 +30,8 @@ from emda.method import Batch, Method, TrainStep
 from emda.sampling import Augmentation, PatchSampler
 from emda.style import amplitude_mix
 
+#: ``--target-planes`` choices and the plane stacks each samples
+TARGET_PLANES = {"xy": ("xy",), "ortho": ("xy", "xz", "yz")}
 LOG_NAME = "log.jsonl"
 STATE_NAME = "state.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -52,6 +54,9 @@ class TrainConfig:
     seg_loss: str = "bce_dice"
     checkpoint_every: int = 250
     amp: bool = True  # mixed precision; only used on CUDA
+    #: plane stacks of the target that target patches come from: "xy" or "ortho" (all
+    #: three, for isotropic volumes such as FIB-SEM)
+    target_planes: str = "xy"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "patch_size", "checkpoint_every"):
@@ -63,6 +68,8 @@ class TrainConfig:
             raise EmdaError("--lr-schedule must be cosine or constant")
         if not 0 <= self.amplitude_mix <= 1:
             raise EmdaError("--amplitude-mix must be in [0, 1]")
+        if self.target_planes not in TARGET_PLANES:
+            raise EmdaError(f"--target-planes must be one of {', '.join(TARGET_PLANES)}")
         self.augmentation()  # validates the augmentation settings
 
     def augmentation(self) -> Augmentation:
@@ -156,6 +163,7 @@ def train(
             if tgt is not None:
                 tgt.x = _to(tgt.x, device)
                 tgt.y = None if tgt.y is None else tgt.y.to(device)
+                tgt.guide = None if tgt.guide is None else _to(tgt.guide, device)
             with autocast:
                 terms, metrics = forward(src, tgt, it / config.iterations, it)
             loss = total_loss(terms, method.name)

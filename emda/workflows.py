@@ -31,6 +31,7 @@ from emda.planes import (
     PLANE_AXES,
     Planes,
     combine_regions,
+    is_isotropic,
     mean_of_planes,
     ortho_warnings,
     region_key,
@@ -46,6 +47,7 @@ from emda.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
     STATE_NAME,
+    TARGET_PLANES,
     TrainConfig,
     read_log,
     train,
@@ -189,6 +191,18 @@ def adapt(
     if target is not None and (method.uses_target or target_bn or mixes):
         tgt_raw, _, tgt_z = _load_training_volume(target, "target")
         tgt_range = normalization.fit(tgt_raw)
+        _check_target_planes(config.target_planes, tgt_raw, tgt_z, config.patch_size)
+    elif method.uses_target:
+        raise EmdaError(f"--target is required by method '{method.name}'")
+    elif config.target_planes != "xy":
+        raise EmdaError("--target-planes needs --target")
+    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
+    model = UNet(model_config)
+    method.build_heads(model)  # a method's option errors surface before anything is written
+    if tgt_range is not None:  # after build_heads: a guide may come from a head's model
+        guide = None
+        if method.uses_target:
+            guide = method.target_guide(tgt_raw, tgt_range, tgt_z, device)
         tgt_sampler = PatchSampler(
             tgt_raw,
             tgt_range,
@@ -196,12 +210,9 @@ def adapt(
             None,
             tgt_z,
             config.augmentation(),
+            TARGET_PLANES[config.target_planes],
+            guide,
         )
-    elif method.uses_target:
-        raise EmdaError(f"--target is required by method '{method.name}'")
-    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
-    model = UNet(model_config)
-    method.build_heads(model)  # a method's option errors surface before anything is written
     if not resume:  # a resumed run's weights come from its saved state
         method.initialise(model)
     if ddp.is_main():  # under torchrun, rank 0 alone writes the run directory
@@ -729,6 +740,31 @@ def ensemble(
             writer.abort(keep=False)
         raise
     return EnsembleSummary(len(volumes), shape, time.perf_counter() - start)
+
+
+def _check_target_planes(choice: str, raw: Volume, z: list[int], patch_size: int) -> None:
+    """``--target-planes ortho`` needs a 3D target; anisotropic voxels, or fewer slices
+    than a patch has rows (its off-axis patches are then mirror-padded), only warn."""
+    if choice == "xy":
+        return
+    if raw.shape[0] == 1:
+        raise EmdaError(f"--target-planes {choice}: {raw.path} is a 2D image, it has only (y, x)")
+    if len(z) < patch_size:
+        log.warning(
+            "--target-planes %s: %d target slices, fewer than the patch's %d rows; its (z, x) "
+            "and (z, y) patches are mirror-padded",
+            choice,
+            len(z),
+            patch_size,
+        )
+    if not is_isotropic(raw.voxel_size):
+        log.warning(
+            "--target-planes %s: %s has voxel size %s (not isotropic, or unknown); its (z, x) "
+            "and (z, y) planes are stretched images",
+            choice,
+            raw.path,
+            raw.voxel_size,
+        )
 
 
 def _training_dict(config: TrainConfig) -> dict:

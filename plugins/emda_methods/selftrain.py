@@ -15,6 +15,14 @@ steadier than a single pass). The network sees the patch as sampled, so it learn
 to give the teacher's confident answer under every augmentation; the source term
 keeps it anchored where the teacher is unsure.
 
+With ``pseudo_labels=volume`` the teacher instead predicts the allowed target slices
+once before training, tile by tile with Gaussian blending (the ``views`` first
+flips/rotations averaged, as ``emda predict`` would), and each target patch reads its
+pseudo-labels from that prediction. The teacher then sees whole slices with their
+context rather than 128-pixel patches, and target patches may come from any plane
+(``emda adapt --target-planes ortho``): on an isotropic volume the network learns the
+(z, x) and (z, y) planes from labels the teacher gave in (y, x) slices.
+
 Unlike ``meanteacher`` the teacher does not move: it is the finished model of an
 earlier run, so its mistakes cannot feed back into it. By default the network
 starts from the teacher's weights (``init=teacher``); ``init=scratch`` trains a
@@ -32,6 +40,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,12 +48,18 @@ from emda import Method, hookimpl
 from emda.checkpoint import Checkpoint, load_checkpoint
 from emda.dihedral import dihedral, undo_dihedral
 from emda.errors import EmdaError
+from emda.inference import sliding_window_inference
 from emda.losses import pseudo_label_loss
+from emda.normalization import IntensityRange
+from emda.volume import Volume
 
 log = logging.getLogger("emda")
 
 INITS = ("teacher", "scratch")
 TEACHER_BN = ("stored", "batch")
+PSEUDO_LABELS = ("patch", "volume")
+# pseudo_labels=volume: emda predict's default tiles
+VOLUME_TILE, VOLUME_BATCH = 256, 8
 
 
 @dataclass
@@ -67,6 +82,13 @@ class SelfTrainOptions:
         default="stored",
         metadata={"help": "teacher batch norm: its saved statistics or each target batch's"},
     )
+    pseudo_labels: str = field(
+        default="patch",
+        metadata={
+            "help": "teacher predicts each target patch, or the whole target once before "
+            "training (needed for --target-planes ortho)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.lambda_pseudo < 0:
@@ -79,6 +101,10 @@ class SelfTrainOptions:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if self.teacher_bn not in TEACHER_BN:
             raise ValueError(f"teacher_bn must be one of {', '.join(TEACHER_BN)}")
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise ValueError(f"pseudo_labels must be one of {', '.join(PSEUDO_LABELS)}")
+        if self.pseudo_labels == "volume" and self.teacher_bn == "batch":
+            raise ValueError("pseudo_labels=volume predicts whole slices: needs teacher_bn=stored")
 
 
 class FrozenTeacher(nn.Module):
@@ -99,6 +125,30 @@ class FrozenTeacher(nn.Module):
         for k in transforms:
             total += torch.sigmoid(undo_dihedral(self.net(dihedral(x, k)).float(), k))
         return total / len(transforms)
+
+    @torch.no_grad()
+    def predict_slices(
+        self,
+        raw: Volume,
+        intensity: IntensityRange,
+        z_indices: list[int],
+        transforms: list[int],
+        device: torch.device,
+    ) -> Volume:
+        """The teacher's probabilities for the slices ``z_indices`` of ``raw`` (the rest
+        stays 0), tile by tile as ``emda predict`` does, ``transforms`` averaged."""
+        self.net.to(device)
+        prob = np.zeros(raw.shape, dtype=np.float32)
+        for z in z_indices:
+            x = torch.from_numpy(np.ascontiguousarray(intensity.apply(raw.read(z)), np.float32))
+            out = sliding_window_inference(
+                x[None, None].to(device),
+                lambda tiles: self.probabilities(tiles, transforms),
+                VOLUME_TILE,
+                batch_size=VOLUME_BATCH,
+            )
+            prob[z] = out[0, 0].cpu().numpy()
+        return Volume(prob, f"{raw.path} (teacher prediction)", raw.voxel_size)
 
 
 class SelfTrain(Method):
@@ -136,11 +186,23 @@ class SelfTrain(Method):
         if self.options.init == "teacher":
             model.load_state_dict(self._teacher_checkpoint().state_dict)
 
+    def target_guide(self, raw, intensity, z_indices, device):
+        if self.options.pseudo_labels != "volume":
+            return None
+        log.info("selftrain: the teacher predicts %d target slices", len(z_indices))
+        teacher = FrozenTeacher(self._teacher_checkpoint(), batch_stats=False)
+        return teacher.predict_slices(
+            raw, intensity, z_indices, list(range(self.options.views)), device
+        )
+
     def loss_terms(self, step):
         terms = super().loss_terms(step)
-        # the identity, then transforms drawn from the step so that resuming repeats them
-        views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
-        p = step.heads["teacher"].probabilities(step.target.x, views)
+        if step.target.guide is not None:  # pseudo_labels=volume: read with the patch
+            p = step.target.guide.float()
+        else:
+            # the identity, then transforms drawn from the step so that resuming repeats them
+            views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
+            p = step.heads["teacher"].probabilities(step.target.x, views)
         loss, confident, pseudo = pseudo_label_loss(
             step.target_out.logits, p, self.options.confidence
         )
