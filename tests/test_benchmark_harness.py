@@ -305,3 +305,31 @@ def test_an_ensemble_row_averages_its_seeds_predictions_and_is_keyed_apart(harne
     Path(other[1]["scores"]["prediction"]).unlink()
     with pytest.raises(SystemExit, match="not on disk"):
         harness.ensemble_row(other)
+
+
+def test_an_option_added_later_keeps_old_rows_keys_until_it_is_changed(harness):
+    """selftrain's rows were keyed with all their options; ``pseudo_labels`` came later,
+    so at the value those rows trained with it stays out of the key."""
+    old = harness.option_changes("selftrain", harness.row_options("selftrain", []))
+    assert "pseudo_labels" not in old and old["teacher"] == "ynet"
+    new = harness.row_options("selftrain", ["pseudo_labels=volume"])
+    assert harness.option_changes("selftrain", new)["pseudo_labels"] == "volume"
+
+
+def test_target_planes_rows_are_keyed_apart_and_only_the_student_trains_in_three_planes(
+    harness, tmp_path, fake_runs
+):
+    calls = fake_runs
+    direction = harness.directions("shared")["vnc2epfl"]
+    options = harness.row_options("selftrain", ["pseudo_labels=volume"])
+    plain = harness.row_config("cpu", direction, "selftrain", 0, None, "xy", options)
+    config = harness.row_config("cpu", direction, "selftrain", 0, None, "xy", options,
+                                target_planes="ortho")  # fmt: skip
+    assert harness.config_key(plain) != harness.config_key(config) and "target_planes" not in plain
+    label = harness.row_label(config)
+    assert "(pseudo_labels=volume)" in label and label.endswith("(target_planes=ortho)")
+    assert not harness._defaults(config)
+    harness.adapted_models(config, direction, options, {})
+    teacher, student = (c for c in calls if c[0] == "adapt")
+    assert "--target-planes" not in teacher  # the teacher row is the usual Y-Net
+    assert student[student.index("--target-planes") + 1] == "ortho"

@@ -3,6 +3,7 @@ flipped views, where the network starts, clear errors, and an exact resume."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from emda.registry import load_registry
 from emda.testing import check_method
 from emda.train import compute_terms
 from emda_methods.selftrain import FrozenTeacher
-from tests.conftest import adapt_on_crops
+from tests.conftest import CROPS, adapt_on_crops
 
 from .test_resume import ARGS, kill_resume_matches_whole
 
@@ -148,3 +149,58 @@ def test_a_teacher_with_source_statistics_is_warned_about(method_cls, tmp_path, 
             UNet(UNetConfig(base_channels=4))
         )
     assert caplog.text == ""
+
+
+def test_volume_pseudo_labels_are_the_teachers_slice_wise_prediction(method_cls, teacher_run):
+    """pseudo_labels=volume: the allowed slices predicted tile by tile as `emda predict`
+    does (same tiles, overlap, blending), the others left at 0."""
+    from emda.inference import SlidingWindowPredictor
+    from emda.volume import open_volume
+
+    raw = open_volume(CROPS / "epfl_train/raw.tif")
+    ckpt = load_checkpoint(teacher_run)
+    intensity = ckpt.normalization.fit(raw)
+    method = method_cls(method_cls.Options(teacher=str(teacher_run), pseudo_labels="volume",
+                                           views=1))  # fmt: skip
+    guide = method.target_guide(raw, intensity, [2, 3], torch.device("cpu"))
+    assert guide.shape == raw.shape and not guide.read(0).any()
+    predictor = SlidingWindowPredictor(ckpt.build_model(), torch.device("cpu"), tile_size=256)
+    expected = predictor.predict_slice(intensity.apply(raw.read(3)))
+    np.testing.assert_allclose(guide.read(3), expected, atol=1e-5)
+    patchwise = method_cls(method_cls.Options(teacher=str(teacher_run)))
+    assert patchwise.target_guide(raw, intensity, [2, 3], torch.device("cpu")) is None
+
+
+def test_a_guide_replaces_the_teacher_on_the_patch(method_cls, teacher_run):
+    method = method_cls(method_cls.Options(teacher=str(teacher_run), pseudo_labels="volume"))
+    model = UNet(UNetConfig(base_channels=4, depth=4))
+    heads = nn.ModuleDict(method.build_heads(model))
+    heads["teacher"].net = nn.Conv2d(1, 1, 1)  # p = 0.5 everywhere: would teach nothing
+    nn.init.zeros_(heads["teacher"].net.weight), nn.init.zeros_(heads["teacher"].net.bias)
+    guide = torch.zeros(2, 1, 32, 32)
+    guide[:, :, :16] = 0.97  # confident foreground on top, confident background below
+    src = Batch(torch.rand(2, 1, 32, 32), torch.zeros(2, 1, 32, 32))
+    metrics = {}
+    terms = compute_terms(model, heads, method, src, Batch(torch.rand(2, 1, 32, 32), guide=guide),
+                          0.5, 3, metrics=metrics)  # fmt: skip
+    assert terms["pseudo_label"].item() > 0
+    assert metrics["teaching_fraction"].item() == 1.0
+    assert metrics["pseudo_foreground"].item() == pytest.approx(0.5)
+
+
+def test_volume_pseudo_labels_train_in_three_planes_through_the_cli(teacher_run, tmp_path):
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"teacher={teacher_run}",
+                            "--opt", "pseudo_labels=volume", "--target-planes", "ortho",
+                            target=CROPS / "epfl_train/raw.tif", method="selftrain")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(tmp_path / "r")
+    assert ckpt.method_options["pseudo_labels"] == "volume"
+    assert ckpt.training["target_planes"] == "ortho" and ckpt.heads == {}
+
+
+@pytest.mark.parametrize(
+    "bad", [{"pseudo_labels": "tile"}, {"pseudo_labels": "volume", "teacher_bn": "batch"}]
+)
+def test_pseudo_label_options_are_checked(method_cls, bad):
+    with pytest.raises(ValueError, match="pseudo_labels"):
+        method_cls.Options(**bad)
