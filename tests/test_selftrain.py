@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from torch import nn
 
@@ -199,8 +200,47 @@ def test_volume_pseudo_labels_train_in_three_planes_through_the_cli(teacher_run,
 
 
 @pytest.mark.parametrize(
-    "bad", [{"pseudo_labels": "tile"}, {"pseudo_labels": "volume", "teacher_bn": "batch"}]
+    "bad", [{"pseudo_labels": ""}, {"pseudo_labels": "volume", "teacher_bn": "batch"}]
 )
 def test_pseudo_label_options_are_checked(method_cls, bad):
     with pytest.raises(ValueError, match="pseudo_labels"):
         method_cls.Options(**bad)
+
+
+def test_a_stored_prediction_teaches_without_a_teacher_model(tmp_path):
+    """pseudo_labels=PATH: what `emda predict` wrote (uint8, round(255 p)) is read as
+    probabilities; with init=scratch no teacher run is needed."""
+    from emda.volume import open_volume
+    from emda_methods.selftrain import read_prediction
+
+    raw = CROPS / "epfl_train/raw.tif"
+    prob = np.zeros(tifffile.imread(raw).shape, np.uint8)
+    prob[:, :100] = 255  # confident foreground on top, confident background below
+    tifffile.imwrite(tmp_path / "p.tif", prob)
+    guide = read_prediction(str(tmp_path / "p.tif"), open_volume(raw), [1, 2])
+    assert guide.read(1)[0, 0] == 1.0 and guide.read(1)[-1, 0] == 0.0 and not guide.read(0).any()
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"pseudo_labels={tmp_path / 'p.tif'}",
+                            "--opt", "init=scratch", "--target-planes", "ortho",
+                            target=raw, method="selftrain")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
+    assert last["metrics"]["teaching_fraction"] == 1.0 and last["pseudo_label"] > 0
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "none.tif", "none.tif: no such file"),
+        (lambda d: (tifffile.imwrite(d / "s.tif", np.zeros((2, 8, 8), np.uint8)), d / "s.tif")[1],
+         "differs from the target"),
+        (lambda d: (tifffile.imwrite(d / "n.tif", np.full((16, 384, 384), 2.0, np.float32)),
+                    d / "n.tif")[1], "values outside [0, 1]"),
+    ],
+)  # fmt: skip
+def test_a_bad_stored_prediction_is_one_line_and_writes_nothing(tmp_path, make, message):
+    path = make(tmp_path)
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"pseudo_labels={path}", "--opt",
+                            "init=scratch", target=CROPS / "epfl_train/raw.tif",
+                            method="selftrain")  # fmt: skip
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

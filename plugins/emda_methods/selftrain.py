@@ -22,6 +22,12 @@ pseudo-labels from that prediction. The teacher then sees whole slices with thei
 context rather than 128-pixel patches, and target patches may come from any plane
 (``emda adapt --target-planes ortho``): on an isotropic volume the network learns the
 (z, x) and (z, y) planes from labels the teacher gave in (y, x) slices.
+``pseudo_labels=PATH`` reads that prediction from a file instead: any prediction of the
+target training volume ``emda predict`` or ``emda ensemble`` wrote (e.g. with
+``--planes ortho``, ``--tta``, or several seeds averaged), made once and reused by every
+run; ``teacher`` then only names the weights to start from (``init=teacher``) and may
+be left out with ``init=scratch``. Both hold the prediction of the allowed slices in
+memory, 4 bytes per voxel of the target volume.
 
 Unlike ``meanteacher`` the teacher does not move: it is the finished model of an
 earlier run, so its mistakes cannot feed back into it. By default the network
@@ -37,6 +43,7 @@ pixels the network already labels as the teacher does).
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,17 +54,19 @@ from torch import nn
 from emda import Method, hookimpl
 from emda.checkpoint import Checkpoint, load_checkpoint
 from emda.dihedral import dihedral, undo_dihedral
+from emda.ensemble import to_probability
 from emda.errors import EmdaError
+from emda.evaluate import prediction_kind
 from emda.inference import sliding_window_inference
 from emda.losses import pseudo_label_loss
 from emda.normalization import IntensityRange
-from emda.volume import Volume
+from emda.volume import Volume, open_volume, split_address
 
 log = logging.getLogger("emda")
 
 INITS = ("teacher", "scratch")
 TEACHER_BN = ("stored", "batch")
-PSEUDO_LABELS = ("patch", "volume")
+PSEUDO_LABELS = ("patch", "volume")  # or the path of a prediction of the target
 # pseudo_labels=volume: emda predict's default tiles
 VOLUME_TILE, VOLUME_BATCH = 256, 8
 
@@ -85,8 +94,9 @@ class SelfTrainOptions:
     pseudo_labels: str = field(
         default="patch",
         metadata={
-            "help": "teacher predicts each target patch, or the whole target once before "
-            "training (needed for --target-planes ortho)"
+            "help": "patch: the teacher predicts each target patch; volume: the whole "
+            "target once before training; or PATH: a prediction of the target read from "
+            "a file (volume and PATH allow --target-planes ortho)"
         },
     )
 
@@ -101,8 +111,8 @@ class SelfTrainOptions:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if self.teacher_bn not in TEACHER_BN:
             raise ValueError(f"teacher_bn must be one of {', '.join(TEACHER_BN)}")
-        if self.pseudo_labels not in PSEUDO_LABELS:
-            raise ValueError(f"pseudo_labels must be one of {', '.join(PSEUDO_LABELS)}")
+        if not self.pseudo_labels:
+            raise ValueError(f"pseudo_labels must be one of {', '.join(PSEUDO_LABELS)} or a path")
         if self.pseudo_labels == "volume" and self.teacher_bn == "batch":
             raise ValueError("pseudo_labels=volume predicts whole slices: needs teacher_bn=stored")
 
@@ -151,6 +161,26 @@ class FrozenTeacher(nn.Module):
         return Volume(prob, f"{raw.path} (teacher prediction)", raw.voxel_size)
 
 
+def read_prediction(path: str, raw: Volume, z_indices: list[int]) -> Volume:
+    """A stored prediction of the target ``raw`` as probabilities, its slices
+    ``z_indices`` read and checked now (the rest 0), not half way through training."""
+    option = f"--opt pseudo_labels={path}"
+    if not split_address(path)[0].exists():
+        raise EmdaError(f"{option}: no such file (expected patch, volume or a prediction)")
+    volume = open_volume(path)
+    if volume.shape != raw.shape:
+        raise EmdaError(
+            f"{option}: shape {volume.shape} differs from the target {raw.path}'s {raw.shape}"
+        )
+    if volume.dtype.kind not in "fuib":
+        raise EmdaError(f"{option}: dtype {volume.dtype} is not a prediction")
+    kind = prediction_kind(volume)
+    prob = np.zeros(raw.shape, dtype=np.float32)
+    for z in z_indices:
+        prob[z] = to_probability(volume.read(z), kind, f"{path} (z={z})")
+    return Volume(prob, path, raw.voxel_size)
+
+
 class SelfTrain(Method):
     name = "selftrain"
     description = "A frozen adapted model's confident target predictions train the network."
@@ -172,7 +202,14 @@ class SelfTrain(Method):
                 )
         return self._checkpoint
 
+    def _needs_teacher(self) -> bool:
+        """A prediction read from a file teaches alone; the teacher's weights may still
+        be where the network starts."""
+        return self.options.pseudo_labels in PSEUDO_LABELS or self.options.init == "teacher"
+
     def build_heads(self, model):
+        if not self._needs_teacher():
+            return {}
         ckpt = self._teacher_checkpoint()
         if self.options.init == "teacher" and ckpt.model_config != model.config:
             raise EmdaError(
@@ -187,13 +224,18 @@ class SelfTrain(Method):
             model.load_state_dict(self._teacher_checkpoint().state_dict)
 
     def target_guide(self, raw, intensity, z_indices, device):
-        if self.options.pseudo_labels != "volume":
+        if self.options.pseudo_labels == "patch":
             return None
+        if self.options.pseudo_labels != "volume":
+            return read_prediction(self.options.pseudo_labels, raw, z_indices)
         log.info("selftrain: the teacher predicts %d target slices", len(z_indices))
+        start = time.perf_counter()
         teacher = FrozenTeacher(self._teacher_checkpoint(), batch_stats=False)
-        return teacher.predict_slices(
+        guide = teacher.predict_slices(
             raw, intensity, z_indices, list(range(self.options.views)), device
         )
+        log.info("selftrain: teacher prediction done in %.0f s", time.perf_counter() - start)
+        return guide
 
     def loss_terms(self, step):
         terms = super().loss_terms(step)
