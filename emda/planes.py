@@ -41,20 +41,34 @@ def is_isotropic(voxel_size: VoxelSize | None) -> bool:
     return voxel_size is not None and max(voxel_size) <= ISOTROPY_RATIO * min(voxel_size)
 
 
+def trained_in_three_planes(training: dict | None) -> bool:
+    """Whether a model's training, or that of the run it was recalibrated or finetuned
+    from, drew target patches from all three plane stacks (``--target-planes ortho``)."""
+    while training:
+        if training.get("target_planes") == "ortho":
+            return True
+        training = training.get("base_training")
+    return False
+
+
 def ortho_warnings(
-    name: str, voxel_size: VoxelSize | None, trained_on: VoxelSize | None
+    name: str,
+    voxel_size: VoxelSize | None,
+    trained_on: VoxelSize | None,
+    saw_target_planes: bool = False,
 ) -> list[str]:
     """Why averaging the three plane stacks of this volume with this model may not help:
     the volume's voxels are not isotropic, or the model was trained on sections much
     thicker than their pixels (it never saw an isotropic (z, x) plane; such models lost
-    2-6 IoU points with ``ortho`` on EPFL FIB-SEM, see the module docstring)."""
+    2-6 IoU points with ``ortho`` on EPFL FIB-SEM, see the module docstring) and not on
+    its target's three planes either (``saw_target_planes``)."""
     messages = []
     if not is_isotropic(voxel_size):
         messages.append(
             f"{name}: voxel size {voxel_size} is not isotropic (or unknown); --planes ortho "
             "shows the network stretched (z, y) and (z, x) planes"
         )
-    if trained_on is not None and not is_isotropic(trained_on):
+    if trained_on is not None and not is_isotropic(trained_on) and not saw_target_planes:
         messages.append(
             f"the model was trained on voxel size {trained_on} (anisotropic): it never saw "
             "a (z, x) or (z, y) plane, and --planes ortho may score below slices (xy)"

@@ -36,6 +36,7 @@ from emda.planes import (
     ortho_warnings,
     region_key,
     resolve_planes,
+    trained_in_three_planes,
 )
 from emda.plots import training_curve
 from emda.predict_job import PredictJob, encode_prob, run_block
@@ -450,7 +451,8 @@ def predict(
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
     stacks = resolve_planes(planes, volume, ckpt.voxel_size)
     if len(stacks) > 1 and Planes(planes) is Planes.ortho:
-        for message in ortho_warnings(str(input_path), volume.voxel_size, ckpt.voxel_size):
+        saw = trained_in_three_planes(ckpt.training)
+        for message in ortho_warnings(str(input_path), volume.voxel_size, ckpt.voxel_size, saw):
             log.warning("%s", message)
     model = ckpt.build_model()
     predictor = SlidingWindowPredictor(

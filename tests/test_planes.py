@@ -17,7 +17,13 @@ from emda.checkpoint import load_checkpoint
 from emda.cli import app
 from emda.errors import EmdaError
 from emda.inference import SlidingWindowPredictor
-from emda.planes import combine_regions, is_isotropic, ortho_warnings, resolve_planes
+from emda.planes import (
+    combine_regions,
+    is_isotropic,
+    ortho_warnings,
+    resolve_planes,
+    trained_in_three_planes,
+)
 from emda.volume import PermutedArray, Volume, open_volume, write_volume
 
 from .conftest import CROPS, adapt_on_crops
@@ -62,6 +68,19 @@ def test_ortho_warns_about_anisotropic_volumes_and_models_trained_on_sections():
     assert "(50.0, 4.6, 4.6)" in model and "anisotropic" in model
     [model_only] = ortho_warnings("v.tif", (5.0, 5.0, 5.0), (50.0, 4.6, 4.6))
     assert "trained on" in model_only
+    # a model trained on its target's three planes (--target-planes ortho) has seen them
+    assert ortho_warnings("v.tif", (5.0, 5.0, 5.0), (50.0, 4.6, 4.6), True) == []
+
+
+def test_three_plane_training_is_found_through_recalibration_and_finetuning():
+    adapted = {"command": "adapt", "target_planes": "ortho"}
+    assert trained_in_three_planes(adapted)
+    recalibrated = {"command": "recalibrate", "base_training": adapted}
+    finetuned = {"command": "finetune", "target_planes": "xy", "base_training": recalibrated}
+    assert trained_in_three_planes(finetuned)
+    assert not trained_in_three_planes({"command": "adapt", "target_planes": "xy"})
+    assert not trained_in_three_planes({"command": "adapt"})  # runs older than the option
+    assert not trained_in_three_planes(None)
 
 
 @pytest.mark.parametrize("axes", [(1, 0, 2), (2, 0, 1), (2, 1, 0)])

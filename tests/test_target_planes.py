@@ -13,7 +13,7 @@ from emda.errors import EmdaError
 from emda.normalization import IntensityRange
 from emda.sampling import Augmentation, PatchSampler
 from emda.train import TrainConfig
-from emda.volume import Volume
+from emda.volume import Volume, write_volume
 from tests.conftest import CROPS, adapt_on_crops
 
 SHAPE = (20, 24, 28)  # z, y, x all different, so a patch's plane can be read off it
@@ -115,3 +115,35 @@ def test_target_planes_without_a_target_is_refused(tmp_path):
     result = adapt_on_crops(tmp_path / "r", "--target-planes", "ortho", target=None)
     assert result.exit_code != 0 and "--target-planes needs --target" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_ortho_prediction_does_not_warn_a_model_that_trained_on_the_target_planes(tmp_path, caplog):
+    """The warning says a model trained on sections never saw a (z, x) plane; one
+    adapted with --target-planes ortho on an isotropic target has."""
+    from typer.testing import CliRunner
+
+    from emda.cli import app
+
+    source = [
+        "--source",
+        str(CROPS / "vnc/raw.tif"),
+        "--source-labels",
+        str(CROPS / "vnc/labels.tif"),
+    ]
+    cube = tmp_path / "cube.tif"  # a small isotropic volume: ortho predicts three stacks
+    write_volume(cube, tifffile.imread(CROPS / "epfl_test/raw.tif")[:, :32, :32], (5.0, 5.0, 5.0))
+    warned = {}
+    for planes in ("xy", "ortho"):
+        run = tmp_path / planes
+        result = adapt_on_crops(run, *source, "--target-planes", planes, "--no-target-bn",
+                                method="mmd", target=CROPS / "epfl_train/raw.tif")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        caplog.clear()
+        args = ["predict", str(run), str(cube), "--output",
+                str(tmp_path / f"{planes}.tif"), "--planes", "ortho", "--quiet",
+                "--tile-size", "32", "--device", "cpu"]  # fmt: skip
+        with caplog.at_level(logging.WARNING, logger="emda"):
+            predicted = CliRunner().invoke(app, args)
+        assert predicted.exit_code == 0, predicted.output
+        warned[planes] = "never saw a (z, x) or (z, y) plane" in caplog.text
+    assert warned == {"xy": True, "ortho": False}
