@@ -135,7 +135,9 @@ class PatchSampler:
     def _window(self, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple]:
         """A plane stack (as an axis order) and a patch window in that order."""
         p = self.patch_size
-        plane = self.planes[int(rng.integers(len(self.planes)))] if len(self.planes) > 1 else "xy"
+        # one plane stack: no draw, so slices-only sampling repeats what it always drew
+        only = len(self.planes) == 1
+        plane = self.planes[0] if only else self.planes[int(rng.integers(len(self.planes)))]
         axes = PLANE_AXES[plane]
         if plane == "xy":
             _, height, width = self.raw.shape

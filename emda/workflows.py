@@ -94,9 +94,9 @@ class RunSummary:
     source_validation: dict | None = None  # scores on held-out source slices, as trained
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
-    """Refuse to mix two runs; ``overwrite`` removes only files emda itself writes;
-    ``resume`` keeps an interrupted run's files (train checks they fit)."""
+def check_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """:func:`prepare_run_dir`'s refusals alone, writing nothing: for commands that do
+    long work (a teacher's prediction) before the run directory is made."""
     run_dir = Path(run_dir)
     if resume:
         if overwrite:
@@ -107,8 +107,6 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> Non
                 f"--resume: {run_dir} "
                 + ("holds a finished run: nothing to resume" if finished else "has no saved state")
             )
-        for leftover in run_dir.glob(".*.tmp"):  # from a save that a kill cut short
-            leftover.unlink()
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise EmdaError(f"--out {run_dir}: exists and is not a directory")
@@ -118,6 +116,18 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> Non
     parent = run_dir.parent if str(run_dir.parent) else Path(".")
     if not run_dir.exists() and not parent.exists():
         raise EmdaError(f"--out {run_dir}: parent directory {parent} does not exist")
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to mix two runs; ``overwrite`` removes only files emda itself writes;
+    ``resume`` keeps an interrupted run's files (train checks they fit)."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite, resume)
+    if resume:
+        for leftover in run_dir.glob(".*.tmp"):  # from a save that a kill cut short
+            leftover.unlink()
+        return
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
     try:
         run_dir.mkdir(exist_ok=True)
         probe = run_dir / ".emda-write-test"
@@ -203,6 +213,7 @@ def adapt(
     if tgt_range is not None:  # after build_heads: a guide may come from a head's model
         guide = None
         if method.uses_target:
+            check_run_dir(run_dir, overwrite, resume)  # before minutes of a teacher's work
             guide = method.target_guide(tgt_raw, tgt_range, tgt_z, device)
         tgt_sampler = PatchSampler(
             tgt_raw,

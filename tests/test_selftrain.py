@@ -244,3 +244,15 @@ def test_a_bad_stored_prediction_is_one_line_and_writes_nothing(tmp_path, make, 
                             method="selftrain")  # fmt: skip
     assert result.exit_code == 1 and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_an_occupied_out_is_refused_before_the_teachers_work(tmp_path):
+    """The run directory is checked before pseudo-labels are read or predicted (minutes
+    of work): here the refusal comes first, not the missing prediction."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/checkpoint.pt").write_bytes(b"a run")
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"pseudo_labels={tmp_path / 'none.tif'}",
+                            "--opt", "init=scratch", target=CROPS / "epfl_train/raw.tif",
+                            method="selftrain")  # fmt: skip
+    assert result.exit_code == 1 and "already holds a run" in result.output
+    assert (tmp_path / "r/checkpoint.pt").read_bytes() == b"a run"

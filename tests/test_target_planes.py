@@ -63,7 +63,16 @@ def test_the_guide_follows_each_patch_through_flips_and_rotations_not_intensity(
     assert not torch.equal(jittered.x, jittered.guide)
 
 
-def test_slices_only_is_the_default_and_draws_what_it_always_drew():
+def test_a_single_off_axis_plane_is_honoured():
+    raw, coords = coordinates()
+    batch = PatchSampler(raw, IntensityRange(0, 1), 8, None, None, Augmentation.none(), ("xz",),
+                         coords).sample(20, np.random.default_rng(4))  # fmt: skip
+    for patch in batch.guide[:, 0]:
+        _, y, _ = decode(patch)
+        assert len(np.unique(y)) == 1  # (z, x) planes: y fixed
+
+
+def test_slices_only_is_the_default():
     raw, coords = coordinates()
     args = (raw, IntensityRange(0, 1), 8, coords, [3, 4])
     a = PatchSampler(*args).sample(10, np.random.default_rng(3))
