@@ -50,10 +50,10 @@ def _step(output: Path, seconds: dict, name: str, *args: str, log: Path) -> None
     seconds[name] = round(emda(*args, log=log), 1)
 
 
-def _score(prob: Path, log: Path) -> dict:
+def _score(prob: Path, log: Path, labels: Path = EPFL / "test/labels.tif") -> dict:
     scores = prob.with_name(prob.name.replace("_prob.tif", "_scores.json"))
     if not scores.exists():
-        emda("evaluate", str(prob), "--labels", str(EPFL / "test/labels.tif"),
+        emda("evaluate", str(prob), "--labels", str(labels),
              "--json", str(scores), "--overwrite", log=log)  # fmt: skip
     entry = json.loads(scores.read_text())
     entry = entry[0] if isinstance(entry, list) else entry
@@ -91,6 +91,9 @@ def run_seed(seed: int, as_trained: bool) -> dict:
     if not as_trained:
         predictions.pop("slices_as_trained")
     entry = {"round_one_key": first["run_key"], "teacher": str(teacher.relative_to(REPO))}
+    # diagnostic only, chosen nothing: how good the pseudo-labels are, on EPFL train's
+    # labels, which this unsupervised direction never trains on
+    entry["pseudo_labels_vs_train_labels"] = _score(pseudo, log, EPFL / "train/labels.tif")
     for name, (model, planes, prob) in predictions.items():
         _predict(model, test, prob, planes, seconds, log)
         entry[name] = _score(prob, log)
@@ -98,6 +101,30 @@ def run_seed(seed: int, as_trained: bool) -> dict:
     entry["seconds"] = seconds  # of the steps this invocation ran
     entry["trained_with"] = _trained_with(run)
     return entry
+
+
+RULE = (
+    "pre-registered (stop 25): the recommended VNC -> EPFL workflow adds the second round "
+    "if, with target BN and --planes ortho, it gains >= +1.0 over round one on both "
+    "seeds 0 and 1 and >= +2.0 on their mean"
+)
+
+
+def rule_outcome(seeds: dict) -> dict | None:
+    """The pre-registered rule, read once seeds 0 and 1 are both scored."""
+    if not all(s in seeds and "ortho_target_bn" in seeds[s] for s in ("0", "1")):
+        return None
+    gains = {
+        s: round(
+            100
+            * (seeds[s]["ortho_target_bn"]["iou"] - seeds[s]["round_one_ortho_target_bn"]["iou"]),
+            1,
+        )
+        for s in ("0", "1")
+    }
+    mean = round(sum(gains.values()) / 2, 1)
+    return {"gains": gains, "mean_gain": mean,
+            "passes": min(gains.values()) >= 1.0 and mean >= 2.0}  # fmt: skip
 
 
 def merge(seed: int, entry: dict) -> None:
@@ -112,6 +139,8 @@ def merge(seed: int, entry: dict) -> None:
         entry["seconds"] = {**old.get("seconds", {}), **entry["seconds"]}
         results["seeds"][str(seed)] = entry
         results["threads"] = int(os.environ.get("OMP_NUM_THREADS", "0")) or None
+        results["rule"] = RULE
+        results["rule_outcome"] = rule_outcome(results["seeds"])
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
 
