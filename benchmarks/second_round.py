@@ -115,16 +115,15 @@ def rule_outcome(seeds: dict) -> dict | None:
     if not all(s in seeds and "ortho_target_bn" in seeds[s] for s in ("0", "1")):
         return None
     gains = {
-        s: round(
-            100
-            * (seeds[s]["ortho_target_bn"]["iou"] - seeds[s]["round_one_ortho_target_bn"]["iou"]),
-            1,
-        )
+        s: 100 * (seeds[s]["ortho_target_bn"]["iou"] - seeds[s]["round_one_ortho_target_bn"]["iou"])
         for s in ("0", "1")
     }
-    mean = round(sum(gains.values()) / 2, 1)
-    return {"gains": gains, "mean_gain": mean,
-            "passes": min(gains.values()) >= 1.0 and mean >= 2.0}  # fmt: skip
+    mean = sum(gains.values()) / 2
+    return {
+        "gains": {s: round(g, 2) for s, g in gains.items()},
+        "mean_gain": round(mean, 2),
+        "passes": min(gains.values()) >= 1.0 and mean >= 2.0,
+    }
 
 
 def merge(seed: int, entry: dict) -> None:
