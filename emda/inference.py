@@ -50,19 +50,22 @@ def _weights(tile: tuple[int, int], mode: str, device: str) -> torch.Tensor:
 
 
 def dihedral_average(
-    predictor: Callable[[torch.Tensor], torch.Tensor],
+    predictor: Callable[[torch.Tensor], torch.Tensor], views: int = len(TRANSFORMS)
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Test-time augmentation: ``predictor`` averaged over the 8 flips/90-degree rotations
-    of each square tile batch, each output mapped back. The transforms run one after the
-    other on the same batch, so TTA costs 8x the time and no extra memory."""
+    """Test-time augmentation: ``predictor`` averaged over the first ``views`` of the 8
+    flips/90-degree rotations of each square tile batch, each output mapped back. The
+    transforms run one after the other on the same batch, so it costs ``views`` times
+    the time and no extra memory."""
+    if not 1 <= views <= len(TRANSFORMS):
+        raise ValueError(f"views must be in 1..{len(TRANSFORMS)}, got {views}")
 
     def averaged(tiles: torch.Tensor) -> torch.Tensor:
         total = None
-        for k in TRANSFORMS:
+        for k in TRANSFORMS[:views]:
             t = dihedral(tiles, k).contiguous(memory_format=torch.channels_last)
             p = undo_dihedral(predictor(t).float(), k)
             total = p if total is None else total + p
-        return total / len(TRANSFORMS)
+        return total / views
 
     return averaged
 
@@ -145,6 +148,7 @@ class SlidingWindowPredictor:
         blend: str | BlendMode = BlendMode.gaussian,
         amp: bool = True,
         tta: bool = False,
+        views: int = len(TRANSFORMS),
     ) -> None:
         divisor = getattr(getattr(model, "config", None), "divisor", 1)
         validate_window(tile_size, overlap, batch_size, divisor)
@@ -156,6 +160,7 @@ class SlidingWindowPredictor:
         self.blend = BlendMode(blend)
         self.amp = amp and device.type == "cuda"
         self.tta = tta
+        self.views = views  # how many flips/rotations tta averages
 
     @torch.inference_mode()
     def _forward(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -170,7 +175,7 @@ class SlidingWindowPredictor:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
         prob = sliding_window_inference(
             x.to(self.device),
-            dihedral_average(self._forward) if self.tta else self._forward,
+            dihedral_average(self._forward, self.views) if self.tta else self._forward,
             self.tile_size,
             self.overlap,
             self.batch_size,

@@ -149,7 +149,7 @@ def _load_training_volume(spec: VolumeSpec, role: str) -> tuple[Volume, Volume |
                 f"{spec.labels}: label shape {labels.shape} differs from {role} raw "
                 f"{spec.raw} shape {raw.shape}"
             )
-    start, stop = parse_z_range(spec.z_range, raw.shape[0])
+    start, stop = parse_z_range(spec.z_range, raw.shape[0], f"--{role}-z")
     zs = list(range(start, stop))
     if labels is not None and not any(np.any(labels.read(z)) for z in zs):
         raise EmdaError(f"{spec.labels}: no foreground voxels in the {role} labels used")

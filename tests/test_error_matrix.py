@@ -110,6 +110,12 @@ CASES = [
          "--source-val-z 10:16: slices 10-11 are also trained on (--source-z 0:12)"),
     Case("held-out source slices past the stack", f"{ADAPT} {SRC} --source-z 0:12 "
          "--source-val-z 12:99", 1, "--source-val-z 12:99: expected START:STOP"),
+    Case("source slices past the stack", f"{ADAPT} {SRC} --source-z 0:99", 1,
+         "--source-z 0:99: expected START:STOP with 0 <= START < STOP <="),
+    Case("target slices past the stack", f"{ADAPT} {SRC} {TGT} --method mmd --target-z 5:99",
+         1, "--target-z 5:99: expected START:STOP with 0 <= START < STOP <="),
+    Case("finetune slices that are not a range", f"{FT} --target-z 3", 1,
+         "--target-z 3: expected START:STOP"),
     Case("negative object smoothing", f"{ADAPT} {SRC} --smooth-objects -0.5", 1,
          "--smooth-objects must be >= 0"),
     Case("amplitude mixing weight above 1", f"{ADAPT} {SRC} {TGT} --amplitude-mix 1.5", 1,

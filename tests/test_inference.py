@@ -82,3 +82,18 @@ def test_tta_of_a_pointwise_model_changes_nothing():
     image = torch.rand(1, 1, 40, 56)
     out = sliding_window_inference(image, dihedral_average(torch.sigmoid), 32, 0.25, 3)
     torch.testing.assert_close(out, torch.sigmoid(image))
+
+
+def test_dihedral_average_of_fewer_views_is_the_mean_of_the_first_ones():
+    from emda.dihedral import dihedral, undo_dihedral
+    from emda.inference import dihedral_average
+
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)  # not rotation-invariant: views differ
+    tiles = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        views = [undo_dihedral(conv(dihedral(tiles, k)), k) for k in range(8)]
+        torch.testing.assert_close(dihedral_average(conv, 2)(tiles), (views[0] + views[1]) / 2)
+        torch.testing.assert_close(dihedral_average(conv)(tiles), sum(views) / 8)
+        assert not torch.allclose(dihedral_average(conv, 2)(tiles), dihedral_average(conv)(tiles))
+    with pytest.raises(ValueError, match="views must be in 1..8"):
+        dihedral_average(conv, 0)

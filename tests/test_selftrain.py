@@ -153,8 +153,9 @@ def test_a_teacher_with_source_statistics_is_warned_about(method_cls, tmp_path, 
 
 
 def test_volume_pseudo_labels_are_the_teachers_slice_wise_prediction(method_cls, teacher_run):
-    """pseudo_labels=volume: the allowed slices predicted tile by tile as `emda predict`
-    does (same tiles, overlap, blending), the others left at 0."""
+    """pseudo_labels=volume: the allowed slices predicted by `emda predict`'s own predictor
+    (same tiles, overlap, blending; ``views`` flips as its --tta averages all 8), the
+    others left at 0."""
     from emda.inference import SlidingWindowPredictor
     from emda.volume import open_volume
 
@@ -167,7 +168,14 @@ def test_volume_pseudo_labels_are_the_teachers_slice_wise_prediction(method_cls,
     assert guide.shape == raw.shape and not guide.read(0).any()
     predictor = SlidingWindowPredictor(ckpt.build_model(), torch.device("cpu"), tile_size=256)
     expected = predictor.predict_slice(intensity.apply(raw.read(3)))
-    np.testing.assert_allclose(guide.read(3), expected, atol=1e-5)
+    np.testing.assert_array_equal(guide.read(3), expected)
+    two = method_cls(method_cls.Options(teacher=str(teacher_run), pseudo_labels="volume"))
+    flipped = SlidingWindowPredictor(ckpt.build_model(), torch.device("cpu"), 256, tta=True,
+                                     views=2)  # fmt: skip
+    np.testing.assert_array_equal(
+        two.target_guide(raw, intensity, [3], torch.device("cpu")).read(3),
+        flipped.predict_slice(intensity.apply(raw.read(3))),
+    )
     patchwise = method_cls(method_cls.Options(teacher=str(teacher_run)))
     assert patchwise.target_guide(raw, intensity, [2, 3], torch.device("cpu")) is None
 

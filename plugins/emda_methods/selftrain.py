@@ -57,7 +57,7 @@ from emda.dihedral import dihedral, undo_dihedral
 from emda.ensemble import to_probability
 from emda.errors import EmdaError
 from emda.evaluate import prediction_kind
-from emda.inference import sliding_window_inference
+from emda.inference import SlidingWindowPredictor
 from emda.losses import pseudo_label_loss
 from emda.normalization import IntensityRange
 from emda.volume import Volume, open_volume, split_address
@@ -136,28 +136,23 @@ class FrozenTeacher(nn.Module):
             total += torch.sigmoid(undo_dihedral(self.net(dihedral(x, k)).float(), k))
         return total / len(transforms)
 
-    @torch.no_grad()
     def predict_slices(
         self,
         raw: Volume,
         intensity: IntensityRange,
         z_indices: list[int],
-        transforms: list[int],
+        views: int,
         device: torch.device,
     ) -> Volume:
         """The teacher's probabilities for the slices ``z_indices`` of ``raw`` (the rest
-        stays 0), tile by tile as ``emda predict`` does, ``transforms`` averaged."""
-        self.net.to(device)
+        stays 0), with ``emda predict``'s own predictor (its tiles, blending and speed),
+        the first ``views`` flips/rotations averaged."""
+        predictor = SlidingWindowPredictor(
+            self.net, device, VOLUME_TILE, batch_size=VOLUME_BATCH, tta=views > 1, views=views
+        )
         prob = np.zeros(raw.shape, dtype=np.float32)
         for z in z_indices:
-            x = torch.from_numpy(np.ascontiguousarray(intensity.apply(raw.read(z)), np.float32))
-            out = sliding_window_inference(
-                x[None, None].to(device),
-                lambda tiles: self.probabilities(tiles, transforms),
-                VOLUME_TILE,
-                batch_size=VOLUME_BATCH,
-            )
-            prob[z] = out[0, 0].cpu().numpy()
+            prob[z] = predictor.predict_slice(intensity.apply(raw.read(z)))
         return Volume(prob, f"{raw.path} (teacher prediction)", raw.voxel_size)
 
 
@@ -231,9 +226,7 @@ class SelfTrain(Method):
         log.info("selftrain: the teacher predicts %d target slices", len(z_indices))
         start = time.perf_counter()
         teacher = FrozenTeacher(self._teacher_checkpoint(), batch_stats=False)
-        guide = teacher.predict_slices(
-            raw, intensity, z_indices, list(range(self.options.views)), device
-        )
+        guide = teacher.predict_slices(raw, intensity, z_indices, self.options.views, device)
         log.info("selftrain: teacher prediction done in %.0f s", time.perf_counter() - start)
         return guide
 
