@@ -213,7 +213,8 @@ def adapt(
     if tgt_range is not None:  # after build_heads: a guide may come from a head's model
         guide = None
         if method.uses_target:
-            check_run_dir(run_dir, overwrite, resume)  # before minutes of a teacher's work
+            if ddp.is_main():  # other ranks could find the files rank 0 has since written
+                check_run_dir(run_dir, overwrite, resume)  # before minutes of a teacher's work
             guide = method.target_guide(tgt_raw, tgt_range, tgt_z, device)
         tgt_sampler = PatchSampler(
             tgt_raw,

@@ -264,3 +264,19 @@ def test_an_occupied_out_is_refused_before_the_teachers_work(tmp_path):
                             method="selftrain")  # fmt: skip
     assert result.exit_code == 1 and "already holds a run" in result.output
     assert (tmp_path / "r/checkpoint.pt").read_bytes() == b"a run"
+
+
+def test_only_rank_0_checks_the_run_directory(tmp_path, monkeypatch):
+    """Under torchrun, rank 0 may already have written the run directory when another
+    rank reaches the early check: that rank must not refuse it as occupied (a race that
+    failed the two-process test on a loaded machine)."""
+    from emda import ddp
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/checkpoint.pt").write_bytes(b"rank 0's run")
+    monkeypatch.setattr(ddp, "is_main", lambda: False)
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"pseudo_labels={tmp_path / 'none.tif'}",
+                            "--opt", "init=scratch", target=CROPS / "epfl_train/raw.tif",
+                            method="selftrain")  # fmt: skip
+    # past the run-directory check, the next refusal is the missing prediction
+    assert result.exit_code == 1 and "none.tif: no such file" in result.output, result.output
