@@ -20,6 +20,7 @@ import argparse
 import fcntl
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def _predict(model: Path, volume: Path, out: Path, planes: str, seconds: dict, l
 
 
 def run_seed(seed: int, as_trained: bool) -> dict:
-    first = json.loads(ROUND_ONE.read_text())["seeds"][str(seed)]
+    first = json.loads(ROUND_ONE.read_text())["seeds"].get(str(seed))
+    if first is None:
+        sys.exit(f"{ROUND_ONE}: no round-one student for seed {seed}")
     teacher = WORK / first["run_key"] / "run_target_bn"
     work = WORK / f"second_round_seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
@@ -128,7 +131,8 @@ def rule_outcome(seeds: dict) -> dict | None:
 
 def merge(seed: int, entry: dict) -> None:
     """Write one seed's entry into the shared results file, keeping the others."""
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "second_round.lock", "w") as lock:  # ignored by git, unlike results/
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results.setdefault("what", __doc__.split("\n")[0])
