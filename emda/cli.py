@@ -576,7 +576,12 @@ def predict(
         ProbDtype.uint8
     ),
     tile_size: Annotated[
-        int, typer.Option(help="Sliding-window tile side in pixels.", rich_help_panel="Window")
+        int,
+        typer.Option(
+            help="Sliding-window tile side in pixels; an image side shorter than it gets "
+            "a tile of its own length (rounded up to the network's multiple).",
+            rich_help_panel="Window",
+        ),
     ] = 256,
     overlap: Annotated[
         float, typer.Option(help="Tile overlap fraction in [0, 1).", rich_help_panel="Window")

@@ -26,6 +26,16 @@ class BlendMode(str, Enum):
     constant = "constant"  # plain average of overlapping tiles
 
 
+def fitted_tile(shape: tuple[int, ...], tile: int, divisor: int = 1) -> tuple[int, int]:
+    """The tile for an image of ``shape`` (..., H, W): ``tile`` square, except that a
+    side shorter than ``tile`` gets its own length rounded up to ``divisor`` (the
+    network's). A (z, x) plane of a 165-slice FIB-SEM volume is then cut into 176-row
+    tiles rather than reflected out to 256 rows: 31 % less work on those planes, and
+    91 fewer mirrored rows in what the network sees."""
+    h, w = shape[-2:]
+    return min(tile, -(-h // divisor) * divisor), min(tile, -(-w // divisor) * divisor)
+
+
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     """Start offsets covering ``[0, size)`` with tiles of ``tile`` (size >= tile)."""
     if size <= tile:
@@ -53,7 +63,7 @@ def dihedral_average(
     predictor: Callable[[torch.Tensor], torch.Tensor], views: int = len(TRANSFORMS)
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Test-time augmentation: ``predictor`` averaged over the first ``views`` of the 8
-    flips/90-degree rotations of each square tile batch, each output mapped back. The
+    flips/90-degree rotations of each tile batch, each output mapped back. The
     transforms run one after the other on the same batch, so it costs ``views`` times
     the time and no extra memory."""
     if not 1 <= views <= len(TRANSFORMS):
@@ -152,6 +162,7 @@ class SlidingWindowPredictor:
     ) -> None:
         divisor = getattr(getattr(model, "config", None), "divisor", 1)
         validate_window(tile_size, overlap, batch_size, divisor)
+        self.divisor = divisor
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.device = device
         self.tile_size = tile_size
@@ -171,12 +182,13 @@ class SlidingWindowPredictor:
 
     @torch.inference_mode()
     def predict_slice(self, image: np.ndarray) -> np.ndarray:
-        """(y, x) normalised float32 -> (y, x) float32 probabilities."""
+        """(y, x) normalised float32 -> (y, x) float32 probabilities; a side shorter than
+        the tile gets a shorter tile (:func:`fitted_tile`)."""
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
         prob = sliding_window_inference(
             x.to(self.device),
             dihedral_average(self._forward, self.views) if self.tta else self._forward,
-            self.tile_size,
+            fitted_tile(image.shape, self.tile_size, self.divisor),
             self.overlap,
             self.batch_size,
             self.blend,

@@ -488,6 +488,7 @@ def predict(
         "key": key,
         "shape": list(volume.shape),
         "tile_size": tile_size,
+        "tiles": "fitted",  # a side shorter than the tile gets a shorter tile
         "overlap": overlap,
         "blend": str(BlendMode(blend).value),
         "tta": tta,

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from emda import EmdaError
-from emda.inference import SlidingWindowPredictor, sliding_window_inference, tile_starts
+from emda.inference import (
+    SlidingWindowPredictor,
+    fitted_tile,
+    sliding_window_inference,
+    tile_starts,
+)
 from emda.model import UNet, UNetConfig
 
 
@@ -37,6 +42,26 @@ def test_tile_sized_image_equals_the_direct_forward_pass():
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     with torch.no_grad():
         direct = torch.sigmoid(model(torch.from_numpy(image)[None, None]))[0, 0].numpy()
+    np.testing.assert_allclose(predictor.predict_slice(image), direct, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [((165, 1024), (176, 256)), ((768, 1024), (256, 256)), ((3, 165, 768), (176, 256)),
+     ((256, 100), (256, 112)), ((1, 1), (16, 16))],
+)  # fmt: skip
+def test_a_side_shorter_than_the_tile_gets_its_own_length_rounded_to_the_divisor(shape, expected):
+    assert fitted_tile(shape, 256, 16) == expected
+
+
+def test_an_image_shorter_than_the_tile_is_one_forward_pass_without_padding():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=2)).eval()  # divisor 4
+    predictor = SlidingWindowPredictor(model, torch.device("cpu"), tile_size=64, batch_size=2)
+    image = np.random.default_rng(0).random((40, 64)).astype(np.float32)  # a (z, x) plane
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.from_numpy(image)[None, None]))[0, 0].numpy()
+    # a 64-row tile would reflect 24 rows in: the bottom rows would differ
     np.testing.assert_allclose(predictor.predict_slice(image), direct, atol=1e-5)
 
 
@@ -74,6 +99,17 @@ def test_tta_output_is_invariant_to_flipping_and_rotating_the_input():
     np.testing.assert_allclose(np.rot90(tta.predict_slice(np.rot90(image).copy()), -1), out,
                                atol=1e-5)  # fmt: skip
     assert not np.allclose(plain.predict_slice(image), out, atol=1e-3)  # it does something
+
+
+def test_tta_with_rectangular_tiles_is_invariant_to_rotating_the_input():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=2)).eval()
+    tta = SlidingWindowPredictor(model, torch.device("cpu"), 32, 0.25, 4, tta=True)
+    image = np.random.default_rng(3).random((24, 48)).astype(np.float32)  # 24 x 32 tiles
+    out = tta.predict_slice(image)
+    np.testing.assert_allclose(np.rot90(tta.predict_slice(np.rot90(image).copy()), -1), out,
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(tta.predict_slice(image[::-1])[::-1], out, atol=1e-5)
 
 
 def test_tta_of_a_pointwise_model_changes_nothing():
