@@ -9,7 +9,7 @@ seconds per plane, IoU/precision/recall against the labels on those planes, and 
 largest difference in probability. The (y, x) slices are not affected (768 x 1024 >=
 256), so the projected ortho time keeps their share as measured here.
 
-    python benchmarks/fitted_tiles.py RUN [--planes 24] [--threads 2]
+    python benchmarks/fitted_tiles.py benchmarks/work/cpu/KEY/run_target_bn --planes 48
 """
 
 import argparse
@@ -60,8 +60,9 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=EPFL_TEST / "labels.tif")
     parser.add_argument("--planes", type=int, default=24, help="of each off-axis kind")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "results/cpu/fitted_tiles.json")
+    parser.add_argument("--out", type=Path, help="default: results/cpu/fitted_tiles/KEY.json")
     args = parser.parse_args()
+    args.out = args.out or HERE / "results/cpu/fitted_tiles" / f"{args.run.parent.name}.json"
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.run)
     raw = open_volume(str(args.raw))
