@@ -324,7 +324,11 @@ def adapted_models(
     if not _finished(trained):
         if method == "selftrain":  # the teacher row's model first (its score is not needed)
             name = options["teacher"]
-            teacher_options = row_options(name, [])  # a selftrain teacher has the default one
+            # a selftrain teacher has the default teacher, and patch pseudo-labels as when
+            # the second-round rows were recorded (before volume became the default)
+            teacher_options = row_options(
+                name, ["pseudo_labels=patch"] if name == "selftrain" else []
+            )
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
                                  teacher_options, augment=config.get("augment"),
                                  match_sharpness=config.get("match_sharpness", False))  # fmt: skip
@@ -658,7 +662,9 @@ def row_label(config: dict) -> str:
 def _non_defaults(config: dict) -> dict:
     """The options a row trained with that differ from its method's current defaults."""
     method = config["method"]
-    options = {**KEYED_WITHOUT_OPTIONS.get(method, {}), **config.get("opt", {})}
+    # rows keyed before an option existed trained with its value then
+    before = {**KEYED_WITHOUT_OPTIONS.get(method, {}), **OPTIONS_ADDED_LATER.get(method, {})}
+    options = {**before, **config.get("opt", {})}
     return {k: v for k, v in options.items() if method_options(method, []).get(k) != v}
 
 

@@ -146,9 +146,9 @@ def test_a_teacher_with_source_statistics_is_warned_about(method_cls, tmp_path, 
     assert "emda recalibrate" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="emda"):  # each batch's statistics: nothing to warn
-        method_cls(method_cls.Options(teacher=str(run), teacher_bn="batch")).build_heads(
-            UNet(UNetConfig(base_channels=4))
-        )
+        method_cls(
+            method_cls.Options(teacher=str(run), teacher_bn="batch", pseudo_labels="patch")
+        ).build_heads(UNet(UNetConfig(base_channels=4)))
     assert caplog.text == ""
 
 
@@ -176,7 +176,7 @@ def test_volume_pseudo_labels_are_the_teachers_slice_wise_prediction(method_cls,
         two.target_guide(raw, intensity, [3], torch.device("cpu")).read(3),
         flipped.predict_slice(intensity.apply(raw.read(3))),
     )
-    patchwise = method_cls(method_cls.Options(teacher=str(teacher_run)))
+    patchwise = method_cls(method_cls.Options(teacher=str(teacher_run), pseudo_labels="patch"))
     assert patchwise.target_guide(raw, intensity, [2, 3], torch.device("cpu")) is None
 
 
@@ -208,8 +208,10 @@ def test_volume_pseudo_labels_train_in_three_planes_through_the_cli(teacher_run,
 
 
 @pytest.mark.parametrize(
-    "bad", [{"pseudo_labels": ""}, {"pseudo_labels": "volume", "teacher_bn": "batch"}]
-)
+    "bad",
+    [{"pseudo_labels": ""}, {"pseudo_labels": "volume", "teacher_bn": "batch"},
+     {"teacher_bn": "batch"}],  # the default is volume: batch statistics need patch
+)  # fmt: skip
 def test_pseudo_label_options_are_checked(method_cls, bad):
     with pytest.raises(ValueError, match="pseudo_labels"):
         method_cls.Options(**bad)

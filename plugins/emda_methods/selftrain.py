@@ -9,17 +9,17 @@ network on
     loss = seg(source) + lambda_p * BCE(net(x_t), 1[teacher(x_t) > 0.5]) on pixels
            with max(p, 1 - p) >= confidence
 
-where ``p`` is the teacher's foreground probability averaged over ``views``
-flips/rotations of the target patch (test-time augmentation makes the pseudo-labels
-steadier than a single pass). The network sees the patch as sampled, so it learns
-to give the teacher's confident answer under every augmentation; the source term
-keeps it anchored where the teacher is unsure.
-
-With ``pseudo_labels=volume`` the teacher instead predicts the allowed target slices
-once before training, tile by tile with Gaussian blending (the ``views`` first
-flips/rotations averaged, as ``emda predict`` would), and each target patch reads its
-pseudo-labels from that prediction. The teacher then sees whole slices with their
-context rather than 128-pixel patches, and target patches may come from any plane
+where ``p`` is the teacher's foreground probability. By default
+(``pseudo_labels=volume``) the teacher predicts the allowed target slices once before
+training, tile by tile with Gaussian blending (the ``views`` first flips/rotations
+averaged, as ``emda predict`` would), and each target patch reads its pseudo-labels
+from that prediction. The network sees the patch as sampled, so it learns to give the
+teacher's confident answer under every augmentation; the source term keeps it
+anchored where the teacher is unsure. Whole slices beat patches in both benchmark
+directions (benchmarks/FINDINGS.md): the teacher sees a slice's context rather than
+a 128-pixel patch. With ``pseudo_labels=patch`` the teacher instead predicts each
+sampled target patch during training, averaged over ``views`` flips/rotations (needed
+for ``teacher_bn=batch``). With ``volume`` target patches may come from any plane
 (``emda adapt --target-planes ortho``): on an isotropic volume the network learns the
 (z, x) and (z, y) planes from labels the teacher gave in (y, x) slices.
 ``pseudo_labels=PATH`` reads that prediction from a file instead: any prediction of the
@@ -92,11 +92,11 @@ class SelfTrainOptions:
         metadata={"help": "teacher batch norm: its saved statistics or each target batch's"},
     )
     pseudo_labels: str = field(
-        default="patch",
+        default="volume",
         metadata={
-            "help": "patch: the teacher predicts each target patch; volume: the whole "
-            "target once before training; or PATH: a prediction of the target read from "
-            "a file (volume and PATH allow --target-planes ortho)"
+            "help": "volume: the teacher predicts the whole target once before training; "
+            "patch: each target patch as it is sampled; or PATH: a prediction of the "
+            "target read from a file (volume and PATH allow --target-planes ortho)"
         },
     )
 
@@ -114,7 +114,10 @@ class SelfTrainOptions:
         if not self.pseudo_labels:
             raise ValueError(f"pseudo_labels must be one of {', '.join(PSEUDO_LABELS)} or a path")
         if self.pseudo_labels == "volume" and self.teacher_bn == "batch":
-            raise ValueError("pseudo_labels=volume predicts whole slices: needs teacher_bn=stored")
+            raise ValueError(
+                "teacher_bn=batch needs pseudo_labels=patch (volume, the default, predicts "
+                "whole slices with the teacher's stored statistics)"
+            )
 
 
 class FrozenTeacher(nn.Module):
