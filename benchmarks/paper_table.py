@@ -324,11 +324,10 @@ def adapted_models(
     if not _finished(trained):
         if method == "selftrain":  # the teacher row's model first (its score is not needed)
             name = options["teacher"]
-            # a selftrain teacher has the default teacher, and patch pseudo-labels as when
-            # the second-round rows were recorded (before volume became the default)
-            teacher_options = row_options(
-                name, ["pseudo_labels=patch"] if name == "selftrain" else []
-            )
+            # a selftrain teacher (round one) has the default teacher and the same kind of
+            # pseudo-labels as this row, so rows recorded with patch keep a patch teacher
+            same_kind = [f"pseudo_labels={options['pseudo_labels']}"]
+            teacher_options = row_options(name, same_kind if name == "selftrain" else [])
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
                                  teacher_options, augment=config.get("augment"),
                                  match_sharpness=config.get("match_sharpness", False))  # fmt: skip
