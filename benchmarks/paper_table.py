@@ -326,7 +326,8 @@ def adapted_models(
             name = options["teacher"]
             # a selftrain teacher (round one) has the default teacher and the same kind of
             # pseudo-labels as this row, so rows recorded with patch keep a patch teacher
-            same_kind = [f"pseudo_labels={options['pseudo_labels']}"]
+            kind = options.get("pseudo_labels")
+            same_kind = [f"pseudo_labels={kind}"] if kind in ("patch", "volume") else []
             teacher_options = row_options(name, same_kind if name == "selftrain" else [])
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
                                  teacher_options, augment=config.get("augment"),
