@@ -154,6 +154,33 @@ def test_teacher_selftrain_is_a_second_round_taught_by_the_default_selftrain_row
     assert calls == []
 
 
+@pytest.mark.parametrize(
+    ("row_kind", "teacher_kind"),
+    [("patch", "patch"), ("volume", "volume"), ("benchmarks/stored.tif", None)],
+)
+def test_a_second_round_teacher_takes_the_rows_kind_of_pseudo_labels_but_never_a_path(
+    harness, tmp_path, fake_runs, row_kind, teacher_kind
+):
+    calls = fake_runs
+    direction = harness.directions("shared")["epfl2vnc"]
+    options = harness.row_options("selftrain", ["teacher=selftrain", f"pseudo_labels={row_kind}"])
+    config = harness.row_config("cpu", direction, "selftrain", 0, None, "xy", options)
+    harness.adapted_models(config, direction, options, {})
+    adapts = [c for c in calls if c[0] == "adapt"]
+    assert len(adapts) == 3  # Y-Net, round one, round two
+    # round one is the row `--methods selftrain` trains with that kind (or the default)
+    first = harness.row_options(
+        "selftrain", [f"pseudo_labels={teacher_kind}"] if teacher_kind else []
+    )
+    round_one = harness._adapted_dir(
+        harness.row_config("cpu", direction, "selftrain", 0, None, "xy", first)
+    )
+    assert f"teacher={(round_one / 'run_target_bn').relative_to(tmp_path)}" in adapts[2]
+    expected = teacher_kind or harness.method_options("selftrain", [])["pseudo_labels"]
+    assert f"pseudo_labels={expected}" in adapts[1]  # no stored-prediction path in round one
+    assert f"pseudo_labels={row_kind}" in adapts[2]
+
+
 def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, fake_runs):
     calls = fake_runs
     direction = harness.directions("shared")["epfl2vnc"]
