@@ -31,16 +31,22 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "b
 
 
 def pseudo_label_loss(
-    logits: torch.Tensor, teacher_p: torch.Tensor, confidence: float
+    logits: torch.Tensor, teacher_p: torch.Tensor, confidence: float | tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BCE of ``logits`` against a teacher's thresholded probabilities, on the pixels
-    where the teacher is confident (probability of either class >= ``confidence``).
+    where the teacher is confident (probability of either class >= ``confidence``; a
+    pair is a (foreground, background) threshold for each class).
 
     Averaged over *all* pixels, so a teacher that is confident nowhere teaches nothing
     rather than a few pixels loudly. Returns the loss, the confidence mask and the
     pseudo-labels (both float, for the caller's diagnostics).
     """
-    confident = (torch.maximum(teacher_p, 1 - teacher_p) >= confidence).float()
+    foreground, background = (
+        confidence if isinstance(confidence, tuple) else (confidence, confidence)
+    )
     pseudo = (teacher_p > 0.5).float()
+    confident = torch.where(
+        teacher_p > 0.5, teacher_p >= foreground, 1 - teacher_p >= background
+    ).float()
     per_pixel = F.binary_cross_entropy_with_logits(logits.float(), pseudo, reduction="none")
     return (per_pixel * confident).mean(), confident, pseudo

@@ -345,6 +345,10 @@ def test_an_option_added_later_keeps_old_rows_keys_until_it_is_changed(harness):
     config = harness.row_config("cpu", harness.directions("shared")["epfl2vnc"], "selftrain",
                                 0, None, "xy", old)  # fmt: skip
     assert "(pseudo_labels=patch)" in harness.row_label(config)
+    # balance came at stop 27: at "none" no key changes, today's default rows' included
+    assert "balance" not in harness.option_changes("selftrain", new)
+    balanced = harness.row_options("selftrain", ["balance=class"])
+    assert harness.option_changes("selftrain", balanced)["balance"] == "class"
 
 
 def test_target_planes_rows_are_keyed_apart_and_only_the_student_trains_in_three_planes(

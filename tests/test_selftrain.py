@@ -210,7 +210,8 @@ def test_volume_pseudo_labels_train_in_three_planes_through_the_cli(teacher_run,
 @pytest.mark.parametrize(
     "bad",
     [{"pseudo_labels": ""}, {"pseudo_labels": "volume", "teacher_bn": "batch"},
-     {"teacher_bn": "batch"}],  # the default is volume: batch statistics need patch
+     {"teacher_bn": "batch"},  # the default is volume: batch statistics need patch
+     {"pseudo_labels": "patch", "teacher_bn": "batch", "balance": "class"}],
 )  # fmt: skip
 def test_pseudo_label_options_are_checked(method_cls, bad):
     with pytest.raises(ValueError, match="pseudo_labels"):
@@ -282,3 +283,104 @@ def test_only_rank_0_checks_the_run_directory(tmp_path, monkeypatch):
                             method="selftrain")  # fmt: skip
     # past the run-directory check, the next refusal is the missing prediction
     assert result.exit_code == 1 and "none.tif: no such file" in result.output, result.output
+
+
+def test_an_unknown_balance_is_refused(method_cls):
+    with pytest.raises(ValueError, match="balance must be one of none, class"):
+        method_cls.Options(balance="classes")
+
+
+def _taught_shares(p: np.ndarray, confidence) -> tuple[float, float]:
+    """Share of each class's pixels (foreground, background) that teach, as the loss
+    selects them."""
+    from emda.losses import pseudo_label_loss
+
+    t = torch.from_numpy(p)
+    _, confident, pseudo = pseudo_label_loss(torch.zeros_like(t), t, confidence)
+    fg = pseudo.bool()
+    return confident[fg].mean().item(), confident[~fg].mean().item()
+
+
+@pytest.mark.parametrize("unsure", ["foreground", "background"])
+def test_class_balance_lowers_the_less_sure_class_until_both_teach_alike(unsure):
+    """At confidence 0.9 the sure class teaches 90 % of its pixels and the unsure one
+    under half: the unsure class's threshold drops to take in its next pixels (p 0.7 or 0.3),
+    the other's stays 0.9."""
+    from emda.volume import Volume
+    from emda_methods.selftrain import class_balanced_confidence
+
+    sure = np.r_[np.full(90, 0.01), np.full(10, 0.3)]  # background: 90 % at 0.99
+    weak = np.r_[np.full(25, 0.95), np.full(25, 0.7), np.full(5, 0.6)]  # foreground: 25 of 55
+    if unsure == "background":
+        sure, weak = 1 - sure, 1 - weak
+    p = np.r_[sure, weak].astype(np.float32).reshape(1, 1, -1)
+    guide = Volume(np.concatenate([np.zeros_like(p), p]), "guide")
+    before = _taught_shares(p, 0.9)
+    thresholds = class_balanced_confidence(guide, [1], 0.9)  # slice 0 is not read
+    after = _taught_shares(p, thresholds)
+    lowered = 0 if unsure == "foreground" else 1
+    assert thresholds[1 - lowered] == 0.9
+    assert 0.6 < thresholds[lowered] <= 0.7
+    assert before[lowered] == pytest.approx(25 / 55) and before[1 - lowered] == pytest.approx(0.9)
+    assert after[lowered] == pytest.approx(50 / 55) and after[1 - lowered] == before[1 - lowered]
+
+
+def test_class_balance_keeps_the_threshold_with_one_class_or_equal_shares():
+    from emda.volume import Volume
+    from emda_methods.selftrain import class_balanced_confidence
+
+    background_only = Volume(np.full((1, 4, 4), 0.2, np.float32), "guide")
+    assert class_balanced_confidence(background_only, [0], 0.9) == (0.9, 0.9)
+    even = np.array([[[0.95, 0.05, 0.6, 0.4]]], np.float32)  # each class: half at 0.9
+    assert class_balanced_confidence(Volume(even, "guide"), [0], 0.9) == (0.9, 0.9)
+
+
+def test_balance_class_sets_the_thresholds_the_loss_uses(method_cls, tmp_path):
+    """With a stored prediction whose mitochondria are less sure than its background,
+    ``balance=class`` lowers the foreground threshold once, before training; the step's
+    pseudo-label term then teaches those pixels."""
+    from emda.volume import open_volume
+
+    raw = CROPS / "epfl_train/raw.tif"
+    prob = np.full(tifffile.imread(raw).shape, 0.02, np.float32)
+    prob[:, :60] = 0.8  # foreground, below 0.9: teaches nothing without balance
+    prob[:, 60:100] = 0.95
+    tifffile.imwrite(tmp_path / "p.tif", prob)
+    options = {"pseudo_labels": str(tmp_path / "p.tif"), "init": "scratch"}
+    plain = method_cls(method_cls.Options(**options))
+    balanced = method_cls(method_cls.Options(**options, balance="class"))
+    target = open_volume(raw)
+    for method in (plain, balanced):
+        guide = method.target_guide(target, None, [1, 2], torch.device("cpu"))
+    assert plain.confidence == 0.9
+    assert balanced.confidence[1] == 0.9 and 0.75 < balanced.confidence[0] <= 0.8
+    model = UNet(UNetConfig(base_channels=4, depth=4))
+    window = torch.from_numpy(guide.read(1)[:128, :32].copy())[None, None]
+    shares = []
+    for method in (plain, balanced):
+        metrics = {}
+        compute_terms(model, nn.ModuleDict(method.build_heads(model)), method,
+                      Batch(torch.rand(1, 1, 128, 32), torch.zeros(1, 1, 128, 32)),
+                      Batch(torch.rand(1, 1, 128, 32), guide=window), 0.5, 3,
+                      metrics=metrics)  # fmt: skip
+        shares.append(metrics["teaching_fraction"].item())
+    assert shares[0] == pytest.approx(68 / 128) and shares[1] == 1.0
+    assert metrics["foreground_confidence"].item() == pytest.approx(balanced.confidence[0])
+
+
+def test_balance_class_through_the_cli_logs_its_thresholds(tmp_path):
+    raw = CROPS / "epfl_train/raw.tif"
+    prob = np.full(tifffile.imread(raw).shape, 0.02, np.float32)
+    prob[:, :100] = 0.8
+    tifffile.imwrite(tmp_path / "p.tif", prob)
+    result = adapt_on_crops(tmp_path / "r", "--opt", f"pseudo_labels={tmp_path / 'p.tif'}",
+                            "--opt", "init=scratch", "--opt", "balance=class",
+                            target=raw, method="selftrain")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])["metrics"]
+    assert last["teaching_fraction"] == 1.0 and last["background_confidence"] == pytest.approx(0.9)
+    assert 0.75 < last["foreground_confidence"] < 0.8001  # float32 in the log
+    patchwise = adapt_on_crops(tmp_path / "q", "--opt", "pseudo_labels=patch", "--opt",
+                               "balance=class", target=raw, method="selftrain")  # fmt: skip
+    assert patchwise.exit_code == 1 and "balance=class needs pseudo_labels" in patchwise.output
+    assert not (tmp_path / "q").exists()

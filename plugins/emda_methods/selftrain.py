@@ -29,6 +29,13 @@ run; ``teacher`` then only names the weights to start from (``init=teacher``) an
 be left out with ``init=scratch``. Both hold the prediction of the allowed slices in
 memory, 4 bytes per voxel of the target volume.
 
+``balance=class`` (volume or PATH pseudo-labels) sets one threshold per class from the
+whole prediction before training: the class that teaches the smaller share of its own
+pixels at ``confidence`` (on EM usually the mitochondria, whose boundaries the teacher
+is unsure of) gets its threshold lowered until it teaches the same share as the other
+(class-balanced self-training, Zou et al., ECCV 2018). The thresholds are logged
+with every step (``foreground_confidence``, ``background_confidence``).
+
 Unlike ``meanteacher`` the teacher does not move: it is the finished model of an
 earlier run, so its mistakes cannot feed back into it. By default the network
 starts from the teacher's weights (``init=teacher``); ``init=scratch`` trains a
@@ -38,8 +45,9 @@ alone.
 
 Logged metrics, per step: ``teaching_fraction`` (target pixels confident enough to
 teach), ``pseudo_foreground`` (foreground share of the teaching pixels),
-``source_foreground`` (of the source labels) and ``agreement`` (share of teaching
-pixels the network already labels as the teacher does).
+``source_foreground`` (of the source labels), ``agreement`` (share of teaching
+pixels the network already labels as the teacher does) and, with ``balance=class``,
+the two thresholds.
 """
 
 import logging
@@ -67,6 +75,7 @@ log = logging.getLogger("emda")
 INITS = ("teacher", "scratch")
 TEACHER_BN = ("stored", "batch")
 PSEUDO_LABELS = ("patch", "volume")  # or the path of a prediction of the target
+BALANCE = ("none", "class")
 # pseudo_labels=volume: emda predict's default tiles
 VOLUME_TILE, VOLUME_BATCH = 256, 8
 
@@ -100,6 +109,14 @@ class SelfTrainOptions:
         },
     )
 
+    balance: str = field(
+        default="none",
+        metadata={
+            "help": "class: lower the threshold of the class that teaches the smaller share "
+            "of its pixels until both shares match (needs volume or PATH pseudo-labels)"
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.lambda_pseudo < 0:
             raise ValueError("lambda_pseudo must be >= 0")
@@ -117,6 +134,13 @@ class SelfTrainOptions:
             raise ValueError(
                 "teacher_bn=batch needs pseudo_labels=patch (volume, the default, predicts "
                 "whole slices with the teacher's stored statistics)"
+            )
+        if self.balance not in BALANCE:
+            raise ValueError(f"balance must be one of {', '.join(BALANCE)}")
+        if self.balance == "class" and self.pseudo_labels == "patch":
+            raise ValueError(
+                "balance=class needs pseudo_labels=volume or a PATH (its thresholds come "
+                "from the whole prediction, which patch never makes)"
             )
 
 
@@ -179,6 +203,37 @@ def read_prediction(path: str, raw: Volume, z_indices: list[int]) -> Volume:
     return Volume(prob, path, raw.voxel_size)
 
 
+def class_balanced_confidence(
+    guide: Volume, z_indices: list[int], confidence: float, bins: int = 2000
+) -> tuple[float, float]:
+    """(foreground, background) thresholds at which each class of the prediction
+    ``guide`` teaches the same share of its own pixels (slices ``z_indices``): the class
+    that teaches the larger share at ``confidence`` keeps it, the other's threshold is
+    lowered to match (class-balanced self-training, Zou et al. 2018). Without it a
+    teacher that is less sure of mitochondria than of background teaches mostly
+    background. Thresholds are read off a histogram of ``bins`` steps over [0.5, 1]."""
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    counts = np.zeros((2, bins), dtype=np.int64)  # foreground, background
+    taught = np.zeros(2, dtype=np.int64)  # at `confidence`, counted exactly
+    for z in z_indices:
+        p = guide.read(z).ravel()
+        fg = p > 0.5
+        for c, sure in enumerate((p[fg], 1 - p[~fg])):  # each class's own confidence
+            counts[c] += np.histogram(sure, edges)[0]
+            taught[c] += int((sure >= confidence).sum())
+    totals = counts.sum(axis=1)
+    if not totals.all():
+        return confidence, confidence  # one class only: nothing to balance
+    shares = taught / totals
+    smaller = int(np.argmin(shares))
+    # the smaller class's share at or above each edge; edge 0.5 holds all of it
+    above = np.cumsum(counts[smaller][::-1])[::-1] / totals[smaller]
+    highest = int(np.nonzero(above >= shares[1 - smaller])[0][-1])
+    thresholds = [confidence, confidence]
+    thresholds[smaller] = min(float(edges[highest]), confidence)
+    return thresholds[0], thresholds[1]
+
+
 class SelfTrain(Method):
     name = "selftrain"
     description = "A frozen adapted model's confident target predictions train the network."
@@ -225,13 +280,31 @@ class SelfTrain(Method):
         if self.options.pseudo_labels == "patch":
             return None
         if self.options.pseudo_labels != "volume":
-            return read_prediction(self.options.pseudo_labels, raw, z_indices)
-        log.info("selftrain: the teacher predicts %d target slices", len(z_indices))
-        start = time.perf_counter()
-        teacher = FrozenTeacher(self._teacher_checkpoint(), batch_stats=False)
-        guide = teacher.predict_slices(raw, intensity, z_indices, self.options.views, device)
-        log.info("selftrain: teacher prediction done in %.0f s", time.perf_counter() - start)
+            guide = read_prediction(self.options.pseudo_labels, raw, z_indices)
+        else:
+            log.info("selftrain: the teacher predicts %d target slices", len(z_indices))
+            start = time.perf_counter()
+            teacher = FrozenTeacher(self._teacher_checkpoint(), batch_stats=False)
+            guide = teacher.predict_slices(raw, intensity, z_indices, self.options.views, device)
+            log.info("selftrain: teacher prediction done in %.0f s", time.perf_counter() - start)
+        if self.options.balance == "class":
+            self.confidence = class_balanced_confidence(guide, z_indices, self.options.confidence)
+            log.info(
+                "selftrain: class-balanced thresholds: foreground p >= %.4f, background p <= %.4f",
+                self.confidence[0],
+                1 - self.confidence[1],
+            )
         return guide
+
+    @property
+    def confidence(self) -> float | tuple[float, float]:
+        """The threshold(s) a teacher's pixel must reach to teach: the option, or the
+        (foreground, background) pair ``balance=class`` set from the prediction."""
+        return getattr(self, "_confidence", self.options.confidence)
+
+    @confidence.setter
+    def confidence(self, value: tuple[float, float]) -> None:
+        self._confidence = value
 
     def loss_terms(self, step):
         terms = super().loss_terms(step)
@@ -241,9 +314,7 @@ class SelfTrain(Method):
             # the identity, then transforms drawn from the step so that resuming repeats them
             views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
             p = step.heads["teacher"].probabilities(step.target.x, views)
-        loss, confident, pseudo = pseudo_label_loss(
-            step.target_out.logits, p, self.options.confidence
-        )
+        loss, confident, pseudo = pseudo_label_loss(step.target_out.logits, p, self.confidence)
         terms["pseudo_label"] = self.options.lambda_pseudo * loss
         taught = confident.sum().clamp(min=1)
         step.log_metric("teaching_fraction", confident.mean())
@@ -251,6 +322,9 @@ class SelfTrain(Method):
         step.log_metric("source_foreground", step.source.y.mean())
         agree = ((step.target_out.logits.detach() > 0).float() == pseudo).float()
         step.log_metric("agreement", (agree * confident).sum() / taught)
+        if isinstance(self.confidence, tuple):  # balance=class: where its thresholds are kept
+            step.log_metric("foreground_confidence", self.confidence[0])
+            step.log_metric("background_confidence", self.confidence[1])
         return terms
 
 
