@@ -352,8 +352,8 @@ def test_balance_class_sets_the_thresholds_the_loss_uses(method_cls, tmp_path):
     target = open_volume(raw)
     for method in (plain, balanced):
         guide = method.target_guide(target, None, [1, 2], torch.device("cpu"))
-    assert plain.confidence == 0.9
-    assert balanced.confidence[1] == 0.9 and 0.75 < balanced.confidence[0] <= 0.8
+    assert plain.thresholds is None
+    assert balanced.thresholds[1] == 0.9 and 0.75 < balanced.thresholds[0] <= 0.8
     model = UNet(UNetConfig(base_channels=4, depth=4))
     window = torch.from_numpy(guide.read(1)[:128, :32].copy())[None, None]
     shares = []
@@ -365,7 +365,7 @@ def test_balance_class_sets_the_thresholds_the_loss_uses(method_cls, tmp_path):
                       metrics=metrics)  # fmt: skip
         shares.append(metrics["teaching_fraction"].item())
     assert shares[0] == pytest.approx(68 / 128) and shares[1] == 1.0
-    assert metrics["foreground_confidence"].item() == pytest.approx(balanced.confidence[0])
+    assert metrics["foreground_confidence"].item() == pytest.approx(balanced.thresholds[0])
 
 
 def test_balance_class_through_the_cli_logs_its_thresholds(tmp_path):
@@ -383,4 +383,5 @@ def test_balance_class_through_the_cli_logs_its_thresholds(tmp_path):
     patchwise = adapt_on_crops(tmp_path / "q", "--opt", "pseudo_labels=patch", "--opt",
                                "balance=class", target=raw, method="selftrain")  # fmt: skip
     assert patchwise.exit_code == 1 and "balance=class needs pseudo_labels" in patchwise.output
+    assert len(patchwise.output.strip().splitlines()) == 1
     assert not (tmp_path / "q").exists()

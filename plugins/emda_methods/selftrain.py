@@ -108,7 +108,6 @@ class SelfTrainOptions:
             "target read from a file (volume and PATH allow --target-planes ortho)"
         },
     )
-
     balance: str = field(
         default="none",
         metadata={
@@ -239,6 +238,8 @@ class SelfTrain(Method):
     description = "A frozen adapted model's confident target predictions train the network."
     Options = SelfTrainOptions
     needs_target_logits = True
+    #: (foreground, background) thresholds ``balance=class`` sets before training
+    thresholds: tuple[float, float] | None = None
 
     def _teacher_checkpoint(self) -> Checkpoint:
         if not self.options.teacher:
@@ -288,23 +289,13 @@ class SelfTrain(Method):
             guide = teacher.predict_slices(raw, intensity, z_indices, self.options.views, device)
             log.info("selftrain: teacher prediction done in %.0f s", time.perf_counter() - start)
         if self.options.balance == "class":
-            self.confidence = class_balanced_confidence(guide, z_indices, self.options.confidence)
+            self.thresholds = class_balanced_confidence(guide, z_indices, self.options.confidence)
             log.info(
                 "selftrain: class-balanced thresholds: foreground p >= %.4f, background p <= %.4f",
-                self.confidence[0],
-                1 - self.confidence[1],
+                self.thresholds[0],
+                1 - self.thresholds[1],
             )
         return guide
-
-    @property
-    def confidence(self) -> float | tuple[float, float]:
-        """The threshold(s) a teacher's pixel must reach to teach: the option, or the
-        (foreground, background) pair ``balance=class`` set from the prediction."""
-        return getattr(self, "_confidence", self.options.confidence)
-
-    @confidence.setter
-    def confidence(self, value: tuple[float, float]) -> None:
-        self._confidence = value
 
     def loss_terms(self, step):
         terms = super().loss_terms(step)
@@ -314,7 +305,8 @@ class SelfTrain(Method):
             # the identity, then transforms drawn from the step so that resuming repeats them
             views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
             p = step.heads["teacher"].probabilities(step.target.x, views)
-        loss, confident, pseudo = pseudo_label_loss(step.target_out.logits, p, self.confidence)
+        confidence = self.thresholds or self.options.confidence
+        loss, confident, pseudo = pseudo_label_loss(step.target_out.logits, p, confidence)
         terms["pseudo_label"] = self.options.lambda_pseudo * loss
         taught = confident.sum().clamp(min=1)
         step.log_metric("teaching_fraction", confident.mean())
@@ -322,9 +314,9 @@ class SelfTrain(Method):
         step.log_metric("source_foreground", step.source.y.mean())
         agree = ((step.target_out.logits.detach() > 0).float() == pseudo).float()
         step.log_metric("agreement", (agree * confident).sum() / taught)
-        if isinstance(self.confidence, tuple):  # balance=class: where its thresholds are kept
-            step.log_metric("foreground_confidence", self.confidence[0])
-            step.log_metric("background_confidence", self.confidence[1])
+        if self.thresholds:  # balance=class: kept in log.jsonl with every step
+            step.log_metric("foreground_confidence", self.thresholds[0])
+            step.log_metric("background_confidence", self.thresholds[1])
         return terms
 
 
