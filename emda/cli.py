@@ -170,7 +170,10 @@ def _computed_with(training: dict) -> str | None:
         training = training["base_training"]
     if "cpu_threads" not in training:
         return None
-    vector = f" ({training['cpu_capability']})" if "cpu_capability" in training else ""
+    vectors = [training["cpu_capability"]] if "cpu_capability" in training else []
+    if "onednn_max_cpu_isa" in training:  # convolutions capped (ONEDNN_MAX_CPU_ISA)
+        vectors.append(f"oneDNN at most {training['onednn_max_cpu_isa']}")
+    vector = f" ({', '.join(vectors)})" if vectors else ""
     return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads{vector}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -792,7 +793,18 @@ def _training_dict(config: TrainConfig) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+    # the convolutions' instructions are oneDNN's own choice: capping them is what makes
+    # an AVX-512 CPU repeat an AVX2 one's run, so a cap is part of the record
+    if isa := onednn_isa_cap():
+        computed["onednn_max_cpu_isa"] = isa
     return {**asdict(config), "emda_version": __version__, **computed}
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction-set cap oneDNN reads from the environment (``ONEDNN_MAX_CPU_ISA``,
+    or its old name ``DNNL_MAX_CPU_ISA``), upper-cased; None when uncapped."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return isa.upper() if isa else None
 
 
 def _write_config(run_dir: Path, command: str, resolved: dict | None) -> None:

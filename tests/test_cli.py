@@ -215,6 +215,8 @@ def test_a_recalibrated_model_reports_the_torch_and_threads_of_its_training_run(
     said = "torch 2.13.0, 2 CPU threads (AVX512)"
     assert _computed_with(trained) == said
     assert _computed_with({"command": "recalibrate", "base_training": trained}) == said
+    capped = {**trained, "onednn_max_cpu_isa": "AVX2"}  # an AVX-512 CPU repeating AVX2 runs
+    assert _computed_with(capped) == "torch 2.13.0, 2 CPU threads (AVX512, oneDNN at most AVX2)"
     del trained["cpu_capability"]  # recorded since a later version than the threads
     assert _computed_with(trained) == "torch 2.13.0, 2 CPU threads"
     assert _computed_with({"command": "adapt"}) is None  # runs older than the record
@@ -258,3 +260,15 @@ def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source_lines():
     for info in app.registered_commands:
         paragraphs = (info.help or "").split("\n\n")[1:]
         assert all("\n" not in p for p in paragraphs), info.callback.__name__
+
+
+def test_a_run_records_a_onednn_instruction_cap_only_when_one_is_set(monkeypatch):
+    from emda.workflows import onednn_isa_cap
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert onednn_isa_cap() is None  # uncapped runs keep the record they had
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx2")  # the old name counts too
+    assert onednn_isa_cap() == "AVX2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # the new name wins
+    assert onednn_isa_cap() == "AVX512_CORE"
