@@ -471,13 +471,13 @@ def ensemble_row(members: list[dict]) -> dict:
 
 
 def _trained_with(run: Path) -> dict:
-    """torch version, CPU threads and vector instructions the row's model trained with (a
-    rerun repeats the result bit for bit only with all three the same); empty for runs
-    older than the record."""
+    """torch version, CPU threads, vector instructions and any oneDNN instruction cap the
+    row's model trained with (a rerun repeats the result bit for bit only with all of
+    them the same); empty for runs older than the record."""
     from emda.checkpoint import load_checkpoint
 
     training = load_checkpoint(run).training
-    keys = ("torch_version", "cpu_threads", "cpu_capability")
+    keys = ("torch_version", "cpu_threads", "cpu_capability", "onednn_max_cpu_isa")
     return {k: training[k] for k in keys if k in training}
 
 
