@@ -156,7 +156,10 @@ def row_options(method: str, assignments: list[str]) -> dict:
 # Options a method gained after its rows were keyed with all their options, with the
 # value those rows trained with: left out of the key while they keep it, so old rows
 # keep their keys.
-OPTIONS_ADDED_LATER = {"selftrain": {"pseudo_labels": "patch", "balance": "none"}}
+OPTIONS_ADDED_LATER = {
+    "selftrain": {"pseudo_labels": "patch", "balance": "none"},
+    "dann": {"condition": "none"},
+}
 
 
 def option_changes(method: str, options: dict) -> dict:

@@ -187,3 +187,30 @@ def test_outadv_sends_the_discriminator_s_gradient_reversed_into_the_network():
         torch.testing.assert_close(a, b)
     for a, b in zip(net_rev, net_own):  # the network learns to fool it
         torch.testing.assert_close(a, -b)
+
+
+def test_dann_condition_splits_features_by_the_detached_prediction():
+    from emda_methods.dann import conditioned
+
+    features = torch.randn(2, 3, 4, 4, requires_grad=True)
+    logits = torch.randn(2, 1, 16, 16, requires_grad=True)
+    out = conditioned(features, logits)
+    assert out.shape == (2, 6, 4, 4)
+    p = torch.nn.functional.avg_pool2d(torch.sigmoid(logits), 4)  # pooled to the level's size
+    assert torch.allclose(out[:, :3], features * p)
+    assert torch.allclose(out[:, 3:] + out[:, :3], features)
+    out.sum().backward()
+    assert features.grad is not None and logits.grad is None  # only the features are pushed
+
+
+def test_dann_conditioned_on_the_prediction_trains_through_the_cli(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", "--opt", "condition=prediction", method="dann")
+    assert result.exit_code == 0, result.output
+    last = json.loads((tmp_path / "r/log.jsonl").read_text().splitlines()[-1])
+    assert {"dann2", "dann3", "dann4"} <= set(last)
+
+
+def test_dann_rejects_an_unknown_condition(tmp_path):
+    result = adapt_on_crops(tmp_path / "r", "--opt", "condition=labels", method="dann")
+    assert result.exit_code == 1 and "condition must be one of none, prediction" in result.output
+    assert not (tmp_path / "r").exists()

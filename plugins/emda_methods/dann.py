@@ -12,6 +12,13 @@ classifies single feature vectors at sampled positions. emda runs source and tar
 through the network in separate passes, so batch norm matches every channel's mean
 and variance across domains before a classifier sees them; a per-position classifier
 is then at chance and its reversed gradient carries nothing (see the README).
+
+``condition``: ``prediction`` conditions each classifier on the network's own
+segmentation (CDAN, Long et al. 2018): it sees the features times p and times 1 - p
+(p the predicted foreground, pooled to the level's size and detached), so the reversal
+aligns mitochondria with mitochondria and background with background rather than the
+two domains' mixtures, whose class shares differ. Target patches then also go through
+the decoder.
 """
 
 from dataclasses import dataclass, field
@@ -23,10 +30,10 @@ from torch import nn
 from emda import Method, hookimpl
 from emda.alignment import (
     AlignmentOptions,
-    aligned_features,
     ganin_schedule,
     grad_reverse,
     level_weights,
+    sample_positions,
 )
 
 
@@ -49,12 +56,22 @@ class DannOptions(AlignmentOptions):
         },
     )
 
+    condition: str = field(
+        default="none",
+        metadata={
+            "help": "none: the features alone; prediction: the features times the "
+            "network's detached foreground probability and times its complement (CDAN)"
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hidden < 1:
             raise ValueError("hidden must be >= 1")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}")
 
 
 def position_classifier(channels: int, hidden: int) -> nn.Module:
@@ -74,6 +91,17 @@ def conv_classifier(channels: int, hidden: int) -> nn.Module:
 
 
 CLASSIFIERS = {"position": position_classifier, "conv": conv_classifier}
+CONDITIONS = ("none", "prediction")
+
+
+def conditioned(features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) features and (B, 1, H, W) logits -> (B, 2C, h, w): the features
+    times the foreground probability and times its complement, the two-class case of
+    CDAN's multilinear map. Detached: the condition is not itself pushed to fool the
+    classifier, so the reversal acts on the features only."""
+    p = F.adaptive_avg_pool2d(torch.sigmoid(logits.detach().float()), features.shape[-2:])
+    p = p.to(features.dtype)
+    return torch.cat([features * p, features * (1 - p)], dim=1)
 
 
 class DANN(Method):
@@ -81,11 +109,17 @@ class DANN(Method):
     description = "Domain-adversarial training with gradient reversal on encoder features (Eq. 1)."
     Options = DannOptions
 
+    def __init__(self, options: DannOptions | None = None) -> None:
+        super().__init__(options)
+        # conditioning needs the target's segmentation as well as its features
+        self.needs_target_logits = self.options.condition == "prediction"
+
     def build_heads(self, model):
         weights = level_weights(self.options.lambdas, len(model.encoder.channels))
         build = CLASSIFIERS[self.options.classifier]
+        widen = 2 if self.options.condition == "prediction" else 1
         return {
-            f"domain{level}": build(channels, self.options.hidden)
+            f"domain{level}": build(widen * channels, self.options.hidden)
             for level, (weight, channels) in enumerate(zip(weights, model.encoder.channels))
             if weight > 0
         }
@@ -109,15 +143,20 @@ class DANN(Method):
         return terms
 
     def classifier_inputs(self, step):
-        """(level, weight, source, target): sampled vectors, or whole maps for ``conv``."""
-        if self.options.classifier == "position":
-            yield from aligned_features(step, self.options.lambdas, self.options.samples)
-            return
+        """(level, weight, source, target): whole maps for ``conv``, sampled vectors for
+        ``position``; conditioned on the prediction first if ``condition`` says so."""
         source, target = step.source_out.features, step.target_out.features
         weights = level_weights(self.options.lambdas, len(source))
         for level, (weight, fs, ft) in enumerate(zip(weights, source, target)):
-            if weight > 0:
-                yield level, weight, fs, ft
+            if weight == 0:
+                continue
+            if self.options.condition == "prediction":
+                fs = conditioned(fs, step.source_out.logits)
+                ft = conditioned(ft, step.target_out.logits)
+            if self.options.classifier == "position":
+                fs = sample_positions(fs, self.options.samples)
+                ft = sample_positions(ft, self.options.samples)
+            yield level, weight, fs, ft
 
 
 @hookimpl
