@@ -85,6 +85,8 @@ class Method:
     uses_target: ClassVar[bool] = True
     #: whether target patches also go through the decoder (costs time); when
     #: False, ``step.target_out.logits`` is None and only features are given.
+    #: Set it on the instance in ``__init__`` when an option decides it (DANN's
+    #: ``condition=prediction``).
     needs_target_logits: ClassVar[bool] = False
 
     def __init__(self, options: Any = None) -> None:
