@@ -202,6 +202,15 @@ def test_dann_condition_splits_features_by_the_detached_prediction():
     out.sum().backward()
     assert features.grad is not None and logits.grad is None  # only the features are pushed
 
+    from types import SimpleNamespace
+
+    cls = load_registry().get("dann").cls
+    model = SimpleNamespace(encoder=SimpleNamespace(channels=[8, 8]))
+    for condition, width in (("none", 8), ("prediction", 16)):
+        method = cls(cls.Options(lambdas=(0.0, 1.0), condition=condition))
+        assert method.needs_target_logits == (condition == "prediction")
+        assert method.build_heads(model)["domain1"][0].in_channels == width
+
 
 def test_dann_conditioned_on_the_prediction_trains_through_the_cli(tmp_path):
     result = adapt_on_crops(tmp_path / "r", "--opt", "condition=prediction", method="dann")
