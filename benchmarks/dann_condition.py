@@ -20,11 +20,11 @@ import json
 import statistics
 import sys
 
+from dann_classifier_rule import tail_means
 from paper_table import HERE, config_key, directions, row_config, row_options
 
 PROFILE = "cpu"
 VARIANT = ["condition=prediction"]
-LAST = 300
 SEEDS = range(10)  # whichever of these the harness has finished
 PAPER_DANN = 49.90
 
@@ -36,15 +36,10 @@ def row_key(seed: int, assignments: list[str]) -> str:
 
 
 def log_means(key: str) -> dict[str, float] | None:
-    """Means of the source segmentation term and the logged metrics, last LAST steps."""
+    """The source segmentation term and the logged metrics over the last 300 steps (the
+    classifier rule's measure); None once the work directory is gone."""
     path = HERE / "work" / PROFILE / key / "run" / "log.jsonl"
-    if not path.exists():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines()][-LAST:]
-    means = {"seg": statistics.fmean(r["seg"] for r in records)}
-    for name in records[-1].get("metrics", {}):
-        means[name] = statistics.fmean(r["metrics"][name] for r in records)
-    return means
+    return tail_means(path) if path.exists() else None
 
 
 def row(key: str) -> dict | None:
