@@ -26,11 +26,13 @@ import numpy as np
 import tifffile
 from paper_table import (
     HERE,
+    PROFILES,
     REPO,
     _adapted_dir,
     adapted_models,
     directions,
     emda,
+    predict_and_score,
     row_config,
     row_options,
 )
@@ -69,13 +71,8 @@ def test_loss(prob: Path, labels: Path, z: slice) -> float:
 
 def score(model: Path, direction, log: Path) -> dict:
     te = direction.target_test
-    prob = model.parent / f"{model.name}_prob.tif"
-    emda("predict", str(model), te.raw, "--output", str(prob), "--tile-size", "256",
-         "--quiet", "--overwrite", log=log)  # fmt: skip
-    scores = model.parent / f"{model.name}_scores.json"
-    emda("evaluate", str(prob), "--labels", te.labels, "--json", str(scores), "--overwrite",
-         *(["--z-range", te.z] if te.z else []), log=log)  # fmt: skip
-    (result,) = json.loads(scores.read_text())
+    tile_size = PROFILES[PROFILE]["tile_size"]
+    result, prob, _ = predict_and_score(model, te, tile_size, log)
     start, stop = (int(v) for v in te.z.split(":")) if te.z else (None, None)
     pick = {k: result[k] for k in ("iou", "precision", "recall")}
     return {**pick, "test_bce": test_loss(prob, REPO / te.labels, slice(start, stop))}

@@ -356,6 +356,26 @@ def adapted_models(
     return trained, recalibrated
 
 
+def predict_and_score(
+    model: Path, test: Split, tile_size: int, log: Path, planes: str = "xy", tta: bool = False
+) -> tuple[dict, Path, float]:
+    """``emda predict`` a model's probability map of the test volume next to the model,
+    then ``emda evaluate`` it on the test range: the scores, the map's path and the
+    prediction's seconds."""
+    tag = ("" if planes == "xy" else f"_{planes}") + ("_tta" if tta else "")
+    prob = model.parent / f"{model.name}{tag}_prob.tif"
+    seconds = emda("predict", str(model), test.raw, "--output", str(prob),
+                   "--tile-size", str(tile_size), "--quiet", "--planes", planes,
+                   "--overwrite", *(["--tta"] if tta else []), log=log)  # fmt: skip
+    scores = model.parent / f"{model.name}{tag}_scores.json"
+    evaluate = ["evaluate", str(prob), "--labels", test.labels, "--json", str(scores),
+                "--overwrite"]  # fmt: skip
+    evaluate += ["--z-range", test.z] if test.z else []
+    emda(*evaluate, log=log)
+    (result,) = json.loads(scores.read_text())
+    return result, prob, seconds
+
+
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
@@ -406,20 +426,10 @@ def run_one(
     else:
         scored = {"scores_as_trained": trained, "scores": recalibrated}
     result = {"key": key, "config": config}
-    tag = ("" if planes == "xy" else f"_{planes}") + ("_tta" if tta else "")
     for field, model in scored.items():
-        prob = model.parent / f"{model.name}{tag}_prob.tif"
-        times[f"predict_{model.name}"] = emda("predict", str(model), te.raw, "--output", str(prob),
-                                              "--tile-size", str(p["tile_size"]), "--quiet",
-                                              "--planes", planes, "--overwrite",
-                                              *(["--tta"] if tta else []),
-                                              log=log)  # fmt: skip
-        scores = model.parent / f"{model.name}{tag}_scores.json"
-        evaluate = ["evaluate", str(prob), "--labels", te.labels, "--json", str(scores),
-                    "--overwrite"]  # fmt: skip
-        evaluate += ["--z-range", te.z] if te.z else []
-        emda(*evaluate, log=log)
-        (result[field],) = json.loads(scores.read_text())
+        result[field], _, times[f"predict_{model.name}"] = predict_and_score(
+            model, te, p["tile_size"], log, planes, tta
+        )
     from emda import __version__
 
     result.update(seconds=times, emda_version=__version__, trained_with=_trained_with(trained))
