@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from checkpoint_selection_probe import PROFILE, RUN_FILES, score, test_loss
+from checkpoint_selection_probe import PROFILE, score, test_loss
 from paper_table import HERE, REPO, _adapted_dir, directions, emda, row_config, row_options
 
 from emda.checkpoint import atomic_torch_save, load_raw
@@ -93,8 +93,8 @@ def main() -> None:
             "test_bce": test_loss(prob, REPO / te.labels, slice(start, stop))
         }
     result["predictions_averaged"] = ensemble
-    probe = HERE / "results" / PROFILE / "checkpoint_selection" / f"{args.method}_seed{args.seed}.json"
-    rows = json.loads(probe.read_text())["checkpoints"]
+    probe = HERE / "results" / PROFILE / "checkpoint_selection"
+    rows = json.loads((probe / f"{args.method}_seed{args.seed}.json").read_text())["checkpoints"]
     result["snapshots"] = {str(it): rows[str(it)] for it in LATE}
     out = HERE / "results" / PROFILE / "snapshot_average" / f"{args.method}_seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
