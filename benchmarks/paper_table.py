@@ -278,7 +278,7 @@ def emda(*args: str, log: Path) -> float:
 def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str, options: dict, tta: bool = False, augment: dict | None = None,
-    match_sharpness: bool = False, target_planes: str = "xy",
+    match_sharpness: bool = False, target_planes: str = "xy", average_weights: float = 0.0,
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -302,6 +302,8 @@ def row_config(
         config["match_sharpness"] = True
     if target_planes != "xy":  # `emda adapt --target-planes`; xy rows keep their keys
         config["target_planes"] = target_planes
+    if average_weights:  # `emda adapt --average-weights`; rows without it keep their keys
+        config["average_weights"] = average_weights
     return config
 
 
@@ -347,6 +349,8 @@ def adapted_models(
                  *augment_flags(config)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         adapt += ["--target-planes", config["target_planes"]] if "target_planes" in config else []
+        if "average_weights" in config:
+            adapt += ["--average-weights", str(config["average_weights"])]
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
         times["adapt"] = emda(*adapt, log=log)
@@ -379,7 +383,7 @@ def predict_and_score(
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
-    match_sharpness: bool = False, target_planes: str = "xy",
+    match_sharpness: bool = False, target_planes: str = "xy", average_weights: float = 0.0,
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
@@ -392,14 +396,14 @@ def run_one(
     training, its teacher's and its finetuning alike. ``match_sharpness``: the sharper
     domain's volume blurred to the other's level (:func:`sharpness_matched`) everywhere.
     ``target_planes``: ``emda adapt --target-planes`` for the row's training (not its
-    teacher's)."""
+    teacher's); ``average_weights`` likewise ``emda adapt --average-weights``."""
     options = row_options(method, list(opt))
     blurred: dict = {}
     if match_sharpness:
         direction, blurred = sharpness_matched(direction, profile)
     config = row_config(profile, direction, method, seed, semi, planes, options, tta,
                         augment_changes(list(augment)), match_sharpness,
-                        target_planes)  # fmt: skip
+                        target_planes, average_weights)  # fmt: skip
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
@@ -666,8 +670,9 @@ def row_label(config: dict) -> str:
     """A plain method name is what `emda adapt --method NAME` trains today; a variant
     names its options and augmentation that differ, e.g. "dann (classifier=position)"."""
     changed = {**_non_defaults(config), **config.get("augment", {})}
-    if "target_planes" in config:
-        changed["target_planes"] = config["target_planes"]
+    for name in ("target_planes", "average_weights"):
+        if name in config:
+            changed[name] = config[name]
     matched = " (matched sharpness)" if config.get("match_sharpness") else ""
     return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items()) + matched
 
@@ -683,7 +688,7 @@ def _non_defaults(config: dict) -> dict:
 
 def _defaults(config: dict) -> bool:
     """Whether a row trained with its method's current default options and augmentation."""
-    varied = {"augment", "match_sharpness", "target_planes"}
+    varied = {"augment", "match_sharpness", "target_planes", "average_weights"}
     return not _non_defaults(config) and not varied & config.keys()
 
 
@@ -876,6 +881,14 @@ def main() -> None:
         "its own keys and table rows",
     )
     parser.add_argument(
+        "--average-weights",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="run: `emda adapt --average-weights` for the rows' training (not a teacher's); "
+        "its own keys and table rows",
+    )
+    parser.add_argument(
         "--ensemble",
         action="store_true",
         help="run: also score the mean of the --seeds rows' probability maps (emda "
@@ -907,7 +920,8 @@ def main() -> None:
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
                                     args.planes, args.opt, args.tta, args.augment,
-                                    args.match_sharpness, args.target_planes)  # fmt: skip
+                                    args.match_sharpness, args.target_planes,
+                                    args.average_weights)  # fmt: skip
                         finished.setdefault(semi, []).append(r)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "

@@ -262,6 +262,15 @@ CkptEveryOpt = Annotated[
 AmpOpt = Annotated[
     bool, typer.Option(help="Mixed precision on CUDA (ignored on CPU).", rich_help_panel=T)
 ]
+AverageWeightsOpt = Annotated[
+    float,
+    typer.Option(
+        help="Save the mean of the weights over this last fraction of the iterations "
+        "(stochastic weight averaging) instead of the last iteration's; 0 = off. "
+        "Intermediate checkpoints keep the weights of their iteration.",
+        rich_help_panel=T,
+    ),
+]
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -364,6 +373,7 @@ def adapt(
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
+    average_weights: AverageWeightsOpt = 0.0,
     base_channels: Annotated[
         int, typer.Option(help="U-Net feature maps at the first level.", rich_help_panel="Model")
     ] = 16,
@@ -408,6 +418,7 @@ def adapt(
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,
+        average_weights=average_weights,
         target_planes=target_planes.value,
     )
     try:
@@ -489,6 +500,7 @@ def finetune(
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
+    average_weights: AverageWeightsOpt = 0.0,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
@@ -514,6 +526,7 @@ def finetune(
         seg_loss=seg_loss,
         checkpoint_every=checkpoint_every,
         amp=amp,
+        average_weights=average_weights,
     )
     summary = finetune(
         run,

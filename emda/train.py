@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from emda import ddp
+from emda.averaging import WeightAverage, first_averaged
 from emda.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
 from emda.errors import EmdaError
 from emda.interrupt import Interrupted, StopOnInterrupt
@@ -57,6 +58,9 @@ class TrainConfig:
     #: plane stacks of the target that target patches come from: "xy" or "ortho" (all
     #: three, for isotropic volumes such as FIB-SEM)
     target_planes: str = "xy"
+    #: the last fraction of the iterations whose weights are averaged into the saved
+    #: model (see emda.averaging); 0 saves the last iteration's weights
+    average_weights: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "patch_size", "checkpoint_every"):
@@ -68,6 +72,8 @@ class TrainConfig:
             raise EmdaError("--lr-schedule must be cosine or constant")
         if not 0 <= self.amplitude_mix <= 1:
             raise EmdaError("--amplitude-mix must be in [0, 1]")
+        if not 0 <= self.average_weights <= 1:
+            raise EmdaError("--average-weights must be in [0, 1]")
         if self.target_planes not in TARGET_PLANES:
             raise EmdaError(f"--target-planes must be one of {', '.join(TARGET_PLANES)}")
         self.augmentation()  # validates the augmentation settings
@@ -131,11 +137,13 @@ def train(
     if config.amplitude_mix > 0 and target is None:
         raise EmdaError("--amplitude-mix needs --target (the style comes from target patches)")
 
+    average = WeightAverage() if config.average_weights > 0 else None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     first, elapsed = 0, 0.0
     if resume:
-        first = _restore_state(run_dir, model, heads, optimizer, scheduler, scaler, template, rng)
+        first = _restore_state(run_dir, model, heads, optimizer, scheduler, scaler, template, rng,
+                               average, device)  # fmt: skip
         if ddp.world_size() > 1:  # state.pt holds rank 0's generators: give each rank its own
             seq = np.random.SeedSequence([config.seed, ddp.rank(), first])
             rng = seed_everything(int(seq.generate_state(1)[0]))
@@ -145,7 +153,8 @@ def train(
     start = time.perf_counter() - elapsed
     terms_f: dict[str, float] = {}
     saver = functools.partial(_save_state, run_dir, model, heads, optimizer, scheduler, scaler,
-                              template, rng)  # fmt: skip
+                              template, rng, average)  # fmt: skip
+    averaged_from = first_averaged(config.iterations, config.average_weights)
     with (
         open(run_dir / LOG_NAME, "a", buffering=1) if main else open(os.devnull, "w") as log,
         _progress(show_progress and main) as progress,
@@ -172,6 +181,8 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if average is not None and it + 1 >= averaged_from:
+                average.update(model)
 
             terms_f = {k: float(v.detach()) for k, v in terms.items()}
             if not math.isfinite(float(loss.detach())):
@@ -199,6 +210,8 @@ def train(
                 )
             if main and (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
                 saver(it + 1)
+    if average is not None:  # the caller goes on with the model it gets back
+        model.load_state_dict(average.weights(model))
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     template.iteration = config.iterations
     if main:
@@ -288,7 +301,7 @@ def _lr_lambda(config: TrainConfig):
 
 
 def _save_state(
-    run_dir, model, heads, optimizer, scheduler, scaler, template, rng, iteration
+    run_dir, model, heads, optimizer, scheduler, scaler, template, rng, average, iteration
 ) -> None:
     """Intermediate state: a usable checkpoint, plus (in ``state.pt``, self-contained, so
     that a kill between the two writes cannot mismatch them) everything resuming needs."""
@@ -308,6 +321,8 @@ def _save_state(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "signature": json.dumps(_signature(template), sort_keys=True),
     }
+    if average is not None:
+        state["average"] = average.state_dict()
     atomic_torch_save(state, run_dir / STATE_NAME)
 
 
@@ -323,7 +338,9 @@ def _signature(template: Checkpoint) -> dict:
     }
 
 
-def _restore_state(run_dir, model, heads, optimizer, scheduler, scaler, template, rng) -> int:
+def _restore_state(
+    run_dir, model, heads, optimizer, scheduler, scaler, template, rng, average, device
+) -> int:
     path = run_dir / STATE_NAME
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -344,6 +361,8 @@ def _restore_state(run_dir, model, heads, optimizer, scheduler, scaler, template
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     rng.bit_generator.state = json.loads(state["numpy_rng"])
+    if average is not None and "average" in state:
+        average.load_state_dict(state["average"], device)
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -368,3 +368,21 @@ def test_target_planes_rows_are_keyed_apart_and_only_the_student_trains_in_three
     teacher, student = (c for c in calls if c[0] == "adapt")
     assert "--target-planes" not in teacher  # the teacher row is the usual Y-Net
     assert student[student.index("--target-planes") + 1] == "ortho"
+
+
+def test_weight_averaging_rows_are_keyed_apart_and_only_the_row_itself_averages(
+    harness, fake_runs
+):
+    calls = fake_runs
+    direction = harness.directions("shared")["epfl2vnc"]
+    plain = harness.run_one("cpu", direction, "selftrain", 0, None)
+    averaged = harness.run_one("cpu", direction, "selftrain", 0, None, average_weights=0.5)
+    assert "average_weights" not in plain["config"]  # rows without it keep their keys
+    assert averaged["config"]["average_weights"] == 0.5 and averaged["key"] != plain["key"]
+    assert harness.row_label(averaged["config"]).endswith("(average_weights=0.5)")
+    assert not harness._defaults(averaged["config"])
+    adapts = [c for c in calls if c[0] == "adapt"]
+    # the plain pair trains first; the averaged row reuses the plain Y-Net teacher
+    assert [a[a.index("--method") + 1] for a in adapts] == ["ynet", "selftrain", "selftrain"]
+    assert ["--average-weights" in a for a in adapts] == [False, False, True]
+    assert adapts[2][adapts[2].index("--average-weights") + 1] == "0.5"
