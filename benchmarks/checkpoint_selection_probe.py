@@ -131,7 +131,8 @@ def main() -> None:
         print(snapshot.name, json.dumps(rows[int(snapshot.name[2:])]), flush=True)
     result = {
         "what": __doc__.split("\n\n")[0].strip(),
-        "rerun": __doc__.split("\n\n")[-1].strip(),
+        "rerun": f"python benchmarks/{Path(__file__).name} --method {args.method} "
+        f"--seed {args.seed}",
         "method": args.method,
         "direction": args.direction,
         "seed": args.seed,

@@ -100,7 +100,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "what": __doc__.split("\n\n")[0].strip(),
-        "rerun": __doc__.split("\n\n")[-1].strip(),
+        "rerun": f"python benchmarks/{Path(__file__).name} --method {args.method} "
+        f"--seed {args.seed}",
         "method": args.method, "seed": args.seed, "snapshots_averaged": list(LATE),
         **result,
     }, indent=1) + "\n")  # fmt: skip
