@@ -999,6 +999,8 @@ def info(
         }
         if computed := _computed_with(ckpt.training):
             rows["trained with"] = computed
+        if fraction := ckpt.training.get("average_weights"):
+            rows["weights"] = _averaged_text(ckpt.iteration, ckpt.training["iterations"], fraction)
         if scores := ckpt.training.get("source_validation"):
             rows["held-out source slices"] = _validation_text(scores)
         records = read_log(p if p.is_dir() else p.parent)
@@ -1133,6 +1135,15 @@ def _report_run(summary) -> None:
     )
     if scores := summary.source_validation:
         console.print(f"held-out source slices: {_validation_text(scores)}")
+
+
+def _averaged_text(iteration: int, iterations: int, fraction: float) -> str:
+    from emda.averaging import first_averaged
+
+    first = first_averaged(iterations, fraction)
+    if iteration < iterations:  # an intermediate checkpoint: the average comes at the end
+        return f"iteration {iteration}'s (the mean of {first}-{iterations} is saved at the end)"
+    return f"mean of iterations {first}-{iterations} (--average-weights {fraction})"
 
 
 def _validation_text(scores: dict) -> str:

@@ -3,9 +3,11 @@
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from emda.averaging import WeightAverage, first_averaged
 from emda.checkpoint import load_raw
+from emda.cli import _averaged_text, app
 
 from .conftest import adapt_on_crops
 from .test_resume import ARGS, kill_resume_matches_whole
@@ -61,6 +63,14 @@ def test_adapt_saves_the_mean_of_the_last_iterations(tmp_path):
             torch.testing.assert_close(value, (three[name] + four[name]) / 2, msg=name)
             moved += not torch.equal(three[name], four[name])
     assert moved > 0  # the two iterations differ, so the mean is a new point
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "averaged")], env={"COLUMNS": "200"})
+    assert "mean of iterations 3-4 (--average-weights 0.5)" in info.output
+
+
+def test_info_says_an_intermediate_checkpoint_is_not_yet_the_average():
+    assert _averaged_text(500, 1500, 0.5) == (
+        "iteration 500's (the mean of 751-1500 is saved at the end)"
+    )
 
 
 def test_resume_keeps_the_average(tmp_path):
