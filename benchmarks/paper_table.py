@@ -900,6 +900,8 @@ def main() -> None:
         help="run: skip the report (for several runs side by side)",
     )
     args = parser.parse_intermixed_args()
+    if not 0 <= args.average_weights <= 1:  # before any work directory is made
+        sys.exit(f"error: --average-weights {args.average_weights}: must be in [0, 1]")
     if args.action == "adopt":  # one direction, method and seed
         (name,), (method,) = args.directions.split(","), args.methods.split(",")
         for run in args.runs:

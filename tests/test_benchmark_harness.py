@@ -386,3 +386,14 @@ def test_weight_averaging_rows_are_keyed_apart_and_only_the_row_itself_averages(
     assert [a[a.index("--method") + 1] for a in adapts] == ["ynet", "selftrain", "selftrain"]
     assert ["--average-weights" in a for a in adapts] == [False, False, True]
     assert adapts[2][adapts[2].index("--average-weights") + 1] == "0.5"
+
+
+def test_a_bad_averaging_fraction_stops_the_harness_before_any_work(
+    harness, fake_runs, monkeypatch
+):
+    argv = ["paper_table.py", "run", "--profile", "cpu", "--directions", "epfl2vnc",
+            "--methods", "dann", "--seeds", "0", "--average-weights", "2"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match=r"--average-weights 2.0: must be in \[0, 1\]"):
+        harness.main()
+    assert fake_runs == []  # no emda call, so no work directory either
