@@ -370,9 +370,7 @@ def test_target_planes_rows_are_keyed_apart_and_only_the_student_trains_in_three
     assert student[student.index("--target-planes") + 1] == "ortho"
 
 
-def test_weight_averaging_rows_are_keyed_apart_and_only_the_row_itself_averages(
-    harness, fake_runs
-):
+def test_weight_averaging_rows_are_keyed_apart_and_only_the_row_itself_averages(harness, fake_runs):
     calls = fake_runs
     direction = harness.directions("shared")["epfl2vnc"]
     plain = harness.run_one("cpu", direction, "selftrain", 0, None)
