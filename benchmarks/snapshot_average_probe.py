@@ -26,25 +26,23 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-import torch
 from checkpoint_selection_probe import PROFILE, score, test_loss
 from paper_table import HERE, REPO, _adapted_dir, directions, emda, row_config, row_options
 
+from emda.averaging import WeightAverage
 from emda.checkpoint import atomic_torch_save, load_raw
 
 LATE = (750, 1000, 1250, 1500)  # the second half of the 1500-iteration budget
 
 
 def average_checkpoints(paths: list[Path], out: Path) -> None:
-    """The mean of every floating-point tensor (weights and batch-norm running
-    statistics); everything else (counters, settings) from the last checkpoint."""
+    """The checkpoints' weights averaged by the same :class:`WeightAverage` that
+    ``emda adapt --average-weights`` uses; settings from the last checkpoint."""
     raws = [load_raw(p) for p in paths]
-    merged = dict(raws[-1])
-    merged["state_dict"] = {
-        name: (torch.stack([r["state_dict"][name] for r in raws]).mean(0)
-               if tensor.is_floating_point() else tensor)
-        for name, tensor in raws[-1]["state_dict"].items()
-    }  # fmt: skip
+    average = WeightAverage()
+    for raw in raws:
+        average.update(raw["state_dict"])
+    merged = {**raws[-1], "state_dict": average.weights(raws[-1]["state_dict"])}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(paths[-1].parent / "config.toml", out / "config.toml")
     atomic_torch_save(merged, out / "checkpoint.pt")

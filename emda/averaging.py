@@ -12,22 +12,24 @@ weights; target batch-norm statistics (``emda adapt``'s last step) replace them 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
-from torch import nn
 
 
 class WeightAverage:
     """Uniform running mean of a model's floating-point state (weights and batch-norm
-    statistics); integer buffers (batch counters) are taken from the latest update."""
+    statistics), fed one state dict at a time (the model's during training, saved
+    checkpoints' afterwards); integer buffers (batch counters) come from the latest."""
 
     def __init__(self) -> None:
         self.count = 0
         self.mean: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, state: Mapping[str, torch.Tensor]) -> None:
         self.count += 1
-        for name, value in model.state_dict().items():
+        for name, value in state.items():
             value = value.detach()
             if not value.is_floating_point():
                 self.mean[name] = value.clone()
@@ -36,10 +38,9 @@ class WeightAverage:
             else:
                 self.mean[name] += (value.double() - self.mean[name]) / self.count
 
-    def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The average as a state dict for ``model`` (its dtypes), on the CPU."""
-        return {name: self.mean[name].to("cpu", value.dtype)
-                for name, value in model.state_dict().items()}  # fmt: skip
+    def weights(self, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The average as a state dict with ``like``'s names and dtypes, on the CPU."""
+        return {name: self.mean[name].to("cpu", value.dtype) for name, value in like.items()}
 
     def state_dict(self) -> dict:
         return {"count": self.count, "mean": {k: v.cpu() for k, v in self.mean.items()}}

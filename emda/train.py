@@ -182,7 +182,7 @@ def train(
             scaler.update()
             scheduler.step()
             if average is not None and it + 1 >= averaged_from:
-                average.update(model)
+                average.update(model.state_dict())
 
             terms_f = {k: float(v.detach()) for k, v in terms.items()}
             if not math.isfinite(float(loss.detach())):
@@ -211,7 +211,7 @@ def train(
             if main and (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
                 saver(it + 1)
     if average is not None:  # the caller goes on with the model it gets back
-        model.load_state_dict(average.weights(model))
+        model.load_state_dict(average.weights(model.state_dict()))
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     template.iteration = config.iterations
     if main:

@@ -26,8 +26,8 @@ def test_running_mean_of_weights_and_buffers():
             model[1].running_mean += 0.5
             model[1].num_batches_tracked += 1
         states.append({k: v.clone() for k, v in model.state_dict().items()})
-        average.update(model)
-    weights = average.weights(model)
+        average.update(model.state_dict())
+    weights = average.weights(model.state_dict())
     for name, value in weights.items():
         expected = states[-1][name]
         if value.is_floating_point():
