@@ -104,7 +104,8 @@ def main() -> None:
              "--target", f"{DATA}/drosophila_vnc/raw.tif", "--target-z", "0:13",
              "--method", "dann", "--iterations", "1500", "--batch-size", "8",
              "--patch-size", "128", "--seed", "0", "--device", "cpu", "--threads", "1",
-             "--no-target-bn", "--out", str(out_dir), "--quiet"])  # fmt: skip
+             "--no-target-bn", "--average-weights", "0",  # as the harness's row it compares with
+             "--out", str(out_dir), "--quiet"])  # fmt: skip
     joint = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
     result = {
         "what": "DANN EPFL -> VNC (CPU profile, seed 0): domain-classifier BCE (chance 0.693) "

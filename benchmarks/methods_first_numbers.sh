@@ -3,6 +3,7 @@
 # data, one seed, the same budget as the FT baseline (1500 iterations, batch 8, 128^2,
 # CPU). Target training data: VNC slices z 0-12 (raw only); evaluation: VNC z 13-19.
 # Writes benchmarks/results/methods_first_numbers/<method>.json; finished runs are reused.
+# --average-weights 0: these numbers predate DANN's own default of 0.5.
 #
 #   bash benchmarks/methods_first_numbers.sh [method ...]   # default: mmd coral dann ynet
 set -euo pipefail
@@ -21,6 +22,7 @@ for method in "${@:-mmd coral dann ynet}"; do
         --source-labels "$DATA/epfl_lucchi_pp/train/labels.tif" \
         --target "$DATA/drosophila_vnc/raw.tif" --target-z 0:13 --method "$m" \
         --iterations 1500 --batch-size 8 --patch-size 128 --seed 0 --device cpu --quiet \
+        --average-weights 0 \
         --out "$run" --overwrite
       echo "$m adapt $((SECONDS - t0)) s" >> "$OUT/timings.txt"
     fi

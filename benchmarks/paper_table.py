@@ -349,8 +349,8 @@ def adapted_models(
                  *augment_flags(config)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         adapt += ["--target-planes", config["target_planes"]] if "target_planes" in config else []
-        if "average_weights" in config:
-            adapt += ["--average-weights", str(config["average_weights"])]
+        # always given: a method's own default (DANN's 0.5) must not change a recorded row
+        adapt += ["--average-weights", str(config.get("average_weights", 0.0))]
         # ft never sees the target: the paper's source-only baseline
         adapt += [] if method == "ft" else ["--target", tr.raw, *target_z]
         times["adapt"] = emda(*adapt, log=log)
@@ -519,6 +519,7 @@ def adopt(
         "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0,
         "smooth_objects": 0.0, "seg_loss": "bce_dice",
         "lower_percentile": 1.0, "upper_percentile": 99.0, "target_bn": False,
+        "average_weights": 0.0,  # the harness's rows average only with run --average-weights
         "source": src.raw, "source_labels": src.labels, "source_z": src.z,
         "target": None if method == "ft" else tr.raw,
         "target_z": None if method == "ft" else tr.z,
@@ -531,6 +532,7 @@ def adopt(
         "amplitude_mix": 0.0,
         "smooth_objects": 0.0,
         "target_bn": False,
+        "average_weights": 0.0,
     }
     paths = {"source", "source_labels", "target"}
     for name, value in want.items():

@@ -262,12 +262,19 @@ CkptEveryOpt = Annotated[
 AmpOpt = Annotated[
     bool, typer.Option(help="Mixed precision on CUDA (ignored on CPU).", rich_help_panel=T)
 ]
-AverageWeightsOpt = Annotated[
-    float,
+AVERAGE_HELP = (
+    "Save the mean of the weights over this last fraction of the iterations (stochastic "
+    "weight averaging) instead of the last iteration's; 0 = off. Intermediate checkpoints "
+    "keep the weights of their iteration."
+)
+AverageWeightsOpt = Annotated[float, typer.Option(help=AVERAGE_HELP, rich_help_panel=T)]
+# adapt: a method may carry its own measured default (Method.average_weights)
+MethodAverageWeightsOpt = Annotated[
+    float | None,
     typer.Option(
-        help="Save the mean of the weights over this last fraction of the iterations "
-        "(stochastic weight averaging) instead of the last iteration's; 0 = off. "
-        "Intermediate checkpoints keep the weights of their iteration.",
+        "--average-weights",
+        help=AVERAGE_HELP + " Default: the method's own, which `emda methods` shows.",
+        show_default=False,
         rich_help_panel=T,
     ),
 ]
@@ -373,7 +380,7 @@ def adapt(
     seg_loss: SegLossOpt = SegLossChoice.bce_dice,
     checkpoint_every: CkptEveryOpt = 250,
     amp: AmpOpt = True,
-    average_weights: AverageWeightsOpt = 0.0,
+    average_weights: MethodAverageWeightsOpt = None,
     base_channels: Annotated[
         int, typer.Option(help="U-Net feature maps at the first level.", rich_help_panel="Model")
     ] = 16,
@@ -420,7 +427,7 @@ def adapt(
         amp=amp,
         average_weights=average_weights,
         target_planes=target_planes.value,
-    )
+    ).for_method(chosen)
     try:
         model_cfg = UNetConfig(base_channels=base_channels, depth=depth)
     except ValueError as exc:
@@ -431,6 +438,7 @@ def adapt(
         )
     resolved = _resolved(ctx)
     resolved["opt"] = options_to_dict(chosen.options)
+    resolved["average_weights"] = train_cfg.average_weights  # the method's, if not given
     summary = adapt(
         VolumeSpec(source, source_labels, source_z, parse_voxel_size(voxel_size), foreground),
         VolumeSpec(target, None, target_z) if target else None,
@@ -942,6 +950,7 @@ def methods(
                     "plugin": m.plugin,
                     "origin": m.origin,
                     "description": m.cls.description,
+                    "average_weights": m.cls.average_weights,
                     "options": [
                         dict(zip(("name", "type", "default", "help"), row))
                         for row in describe_options(m.cls.Options)
@@ -959,7 +968,10 @@ def methods(
         table.add_column(col)
     for m in sorted(registry.methods.values(), key=lambda m: m.name):
         opts = "\n".join(f"{n}: {t} = {d}" for n, t, d, _ in describe_options(m.cls.Options))
-        table.add_row(m.name, f"{m.plugin}\n[dim]{m.origin}[/dim]", m.cls.description, opts or "-")
+        about = m.cls.description
+        if m.cls.average_weights:  # a training default of the method's own
+            about += f"\n[dim]--average-weights {m.cls.average_weights} by default[/dim]"
+        table.add_row(m.name, f"{m.plugin}\n[dim]{m.origin}[/dim]", about, opts or "-")
     out.print(table)
     for f in registry.failures:
         console.print(f"[red]plugin '{f.plugin}' failed to load[/red] ({f.origin}): {f.error}")

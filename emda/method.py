@@ -88,6 +88,11 @@ class Method:
     #: Set it on the instance in ``__init__`` when an option decides it (DANN's
     #: ``condition=prediction``).
     needs_target_logits: ClassVar[bool] = False
+    #: the last fraction of the iterations whose weights ``emda adapt`` averages into the
+    #: saved model when ``--average-weights`` is not given (stochastic weight averaging).
+    #: A method sets it from measured runs: DANN's target score swings between
+    #: checkpoints, and averaging gained on every benchmark seed.
+    average_weights: ClassVar[float] = 0.0
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +59,9 @@ class TrainConfig:
     #: three, for isotropic volumes such as FIB-SEM)
     target_planes: str = "xy"
     #: the last fraction of the iterations whose weights are averaged into the saved
-    #: model (see emda.averaging); 0 saves the last iteration's weights
-    average_weights: float = 0.0
+    #: model (see emda.averaging); 0 saves the last iteration's weights; None: the
+    #: method's own default (``Method.average_weights``), see ``for_method``
+    average_weights: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "patch_size", "checkpoint_every"):
@@ -72,11 +73,17 @@ class TrainConfig:
             raise EmdaError("--lr-schedule must be cosine or constant")
         if not 0 <= self.amplitude_mix <= 1:
             raise EmdaError("--amplitude-mix must be in [0, 1]")
-        if not 0 <= self.average_weights <= 1:
+        if self.average_weights is not None and not 0 <= self.average_weights <= 1:
             raise EmdaError("--average-weights must be in [0, 1]")
         if self.target_planes not in TARGET_PLANES:
             raise EmdaError(f"--target-planes must be one of {', '.join(TARGET_PLANES)}")
         self.augmentation()  # validates the augmentation settings
+
+    def for_method(self, method: Method) -> TrainConfig:
+        """This config with every setting a method may default filled in from it."""
+        if self.average_weights is not None:
+            return self
+        return replace(self, average_weights=method.average_weights)
 
     def augmentation(self) -> Augmentation:
         return Augmentation(
@@ -116,6 +123,7 @@ def train(
     uninterrupted run. Ctrl-C stops at the end of the current iteration and saves the
     state first.
     """
+    config = config.for_method(method)
     device = ddp.setup(device)  # under torchrun: join the group, take this rank's GPU
     main = ddp.is_main()  # rank 0 writes the run directory; the others only train
     rng = seed_everything(config.seed + ddp.rank())  # each rank draws its own patches
@@ -348,8 +356,10 @@ def _restore_state(
     except Exception as exc:  # a state file is written atomically; this is not one of ours
         raise EmdaError(f"{path}: unreadable training state ({exc})") from None
     now = json.loads(json.dumps(_signature(template), sort_keys=True))
-    # settings added to TrainConfig since the run started had their default value then
-    defaults = {k: v for k, v in asdict(TrainConfig()).items() if k in now["training"]}
+    # settings added to TrainConfig since the run started had their default value then;
+    # runs from before --average-weights existed averaged nothing
+    then = {**asdict(TrainConfig()), "average_weights": 0.0}
+    defaults = {k: v for k, v in then.items() if k in now["training"]}
     saved["training"] = {**defaults, **saved["training"]}
     for part in ("method", "method_options", "model", "training"):
         if saved[part] != now[part]:

@@ -185,6 +185,7 @@ def adapt(
     ``source_val_z``: held-out source slices START:STOP, scored after training with the
     source's statistics (``emda.validation``) and recorded in the checkpoint.
     """
+    config = config.for_method(method)  # what the checkpoint records is what ran
     for option, spec in (("--source", source), ("--target", target)):
         if spec is not None and not split_address(spec.raw)[0].exists():
             raise EmdaError(f"{option} {spec.raw}: no such file")  # even if the method ignores it
@@ -351,6 +352,8 @@ def finetune(
     """Continue a run's model on ``fraction`` of the target's labelled z-slices."""
     if not 0 < fraction <= 1:
         raise EmdaError(f"--fraction {fraction}: must be in (0, 1]")
+    method = Supervised()  # finetuning trains on target labels alone, whatever ran before
+    config = config.for_method(method)
     ckpt = load_checkpoint(base)
     if target.labels is None:
         raise EmdaError("--target-labels is required for finetuning")
@@ -385,7 +388,7 @@ def finetune(
     if not resume and ddp.is_main():
         _write_config(run_dir, "finetune", resolved_config)
     result = train(
-        model, Supervised(), sampler, None, config, device, run_dir, template, show_progress, resume
+        model, method, sampler, None, config, device, run_dir, template, show_progress, resume
     )
     if ddp.is_main():
         _write_curve(run_dir)
