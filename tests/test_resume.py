@@ -151,16 +151,21 @@ def test_finetune_resumes_too(tmp_path, uninterrupted):
     assert [r["iteration"] for r in _log(tmp_path / "ft")] == list(range(1, 81))
 
 
-def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_default(tmp_path):
+def _stopped_as_before(run: Path, setting: str) -> None:
+    """A killed run whose saved state lacks ``setting``, as emda before it existed saved it."""
     import json
 
-    run = tmp_path / "run"
     _start_and_stop(run, signal.SIGKILL, 25)
     state = torch.load(run / "state.pt", weights_only=True)
     signature = json.loads(state["signature"])
-    del signature["training"]["amplitude_mix"]  # as emda before --amplitude-mix saved it
+    del signature["training"][setting]
     state["signature"] = json.dumps(signature, sort_keys=True)
     torch.save(state, run / "state.pt")
+
+
+def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_default(tmp_path):
+    run = tmp_path / "run"
+    _stopped_as_before(run, "amplitude_mix")
     mixed = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume", "--amplitude-mix", "1"])
     assert mixed.exit_code == 1 and "amplitude_mix: 0.0 then, 1.0 now" in mixed.output
     assert CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"]).exit_code == 0
@@ -169,15 +174,8 @@ def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_defaul
 def test_a_dann_state_from_before_averaging_resumes_only_as_it_began(tmp_path):
     """Runs saved before --average-weights existed averaged nothing; DANN now averages by
     default, so resuming one says so and continues once told ``--average-weights 0``."""
-    import json
-
     run = tmp_path / "run"
-    _start_and_stop(run, signal.SIGKILL, 25)
-    state = torch.load(run / "state.pt", weights_only=True)
-    signature = json.loads(state["signature"])
-    del signature["training"]["average_weights"]  # as emda before --average-weights saved it
-    state["signature"] = json.dumps(signature, sort_keys=True)
-    torch.save(state, run / "state.pt")
+    _stopped_as_before(run, "average_weights")
     default = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
     assert default.exit_code == 1 and "average_weights: 0.0 then, 0.5 now" in default.output
     off = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume", "--average-weights", "0"])
