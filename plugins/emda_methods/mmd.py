@@ -19,6 +19,9 @@ class MMD(FeatureAlignment):
     name = "mmd"
     description = "Minimise the maximum mean discrepancy of encoder features (Eq. 1)."
     Options = MMDOptions
+    # EPFL -> VNC, seeds 0-1, each against its own run's last weights: +0.24 and +2.00 IoU
+    # with target BN (benchmarks/README.md, stop 32); --average-weights 0 trains without it
+    average_weights = 0.5
 
     def discrepancy(self, source, target):
         return gaussian_mmd2(source, target)
