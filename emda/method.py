@@ -91,7 +91,7 @@ class Method:
     #: the last fraction of the iterations whose weights ``emda adapt`` averages into the
     #: saved model when ``--average-weights`` is not given (stochastic weight averaging).
     #: A method sets it from measured runs (DANN and MMD: 0.5, where averaging gained
-    #: on the benchmark's seeds; FT and Y-Net: measured, kept 0).
+    #: on the benchmark's seeds; FT, CORAL and Y-Net: measured, kept 0).
     average_weights: ClassVar[float] = 0.0
 
     def __init__(self, options: Any = None) -> None:
