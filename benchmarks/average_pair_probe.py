@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> Path:
     work = _adapted_dir(config)
     work.mkdir(parents=True, exist_ok=True)
     last = work / LAST
-    if (work / "run" / "checkpoint.pt").exists() and not last.exists():
+    # an unfinished run may resume here: the last weights are taken when it ends
+    if paper_table._finished(work / "run") and not last.exists():
         sys.exit(f"error: {work / 'run'} was trained without this probe; no last weights")
     paper_table.emda = adapt_keeping_last_weights(last)
     row = paper_table.run_one(args.profile, direction, args.method, args.seed, None,
