@@ -1,7 +1,7 @@
 """How much of the EPFL -> VNC gap is batch-norm statistics? (AdaBN probe)
 
 For each finished run given, re-estimates only the batch-norm running statistics on
-the unlabelled VNC training slices z 0-12 with ``emda.batchnorm.recalibrate_batchnorm``
+the unlabelled VNC training slices z 0-12 with ``emda.training.batchnorm.recalibrate_batchnorm``
 (the same call and settings ``emda adapt`` uses by default: 100 batches of 8 patches of
 the run's training patch size, seed 0), and scores VNC z 13-19 before and after (results
 of earlier runs in the file are kept). No weights change and no label is used.
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from emda.batchnorm import recalibrate_batchnorm
-from emda.checkpoint import load_checkpoint
-from emda.inference import SlidingWindowPredictor
-from emda.metrics import Confusion
-from emda.sampling import Augmentation, PatchSampler
-from emda.volume import open_volume, read_labels
+from emda.data.sampling import Augmentation, PatchSampler
+from emda.evaluation.metrics import Confusion
+from emda.inference.sliding_window import SlidingWindowPredictor
+from emda.io.volume import open_volume, read_labels
+from emda.model.checkpoint import load_checkpoint
+from emda.training.batchnorm import recalibrate_batchnorm
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RUNS = [HERE / "work" / "ft_baseline" / "run"] + [

@@ -28,8 +28,8 @@ import paper_table
 import torch
 from paper_table import PROFILES, _adapted_dir, directions, emda, row_config, row_options
 
-from emda.averaging import WeightAverage
-from emda.checkpoint import atomic_torch_save, load_raw
+from emda.model.checkpoint import atomic_torch_save, load_raw
+from emda.training.averaging import WeightAverage
 
 FRACTION = 0.5
 LAST = "last_weights.pt"  # in the row's work directory

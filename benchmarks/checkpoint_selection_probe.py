@@ -37,7 +37,7 @@ from paper_table import (
     row_options,
 )
 
-from emda.checkpoint import load_raw
+from emda.model.checkpoint import load_raw
 
 PROFILE = "cpu"
 RUN_FILES = ("config.toml", "checkpoint.pt")  # what recalibrate and predict read

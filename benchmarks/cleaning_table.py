@@ -31,10 +31,10 @@ sys.path.insert(0, str(HERE.parent))
 from paper_table import _prediction, load_results, row_label, row_setting  # noqa: E402
 from source_holdout import HELD_OUT  # noqa: E402
 
-from emda.cleaning import CleaningSizes, clean_slice, sizes_from_labels  # noqa: E402
-from emda.evaluate import binarize, parse_z_range, prediction_kind  # noqa: E402
-from emda.metrics import Confusion  # noqa: E402
-from emda.volume import open_volume, read_labels  # noqa: E402
+from emda.evaluation.evaluate import binarize, parse_z_range, prediction_kind  # noqa: E402
+from emda.evaluation.metrics import Confusion  # noqa: E402
+from emda.io.volume import open_volume, read_labels  # noqa: E402
+from emda.postprocessing.cleaning import CleaningSizes, clean_slice, sizes_from_labels  # noqa: E402
 
 # the first version of source_holdout.py named its VNC maps vnc_prob.tif
 LEGACY_NAMES = {"vnc_z13_19": "vnc_prob.tif"}

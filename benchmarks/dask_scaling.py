@@ -24,14 +24,15 @@ import numpy as np
 import torch
 
 from emda import __version__
-from emda.checkpoint import Checkpoint, save_checkpoint
+from emda.data.normalization import IntensityRange, Normalization
+from emda.io.volume import open_volume
+from emda.io.writer import write_volume
 from emda.model import UNet, UNetConfig
-from emda.normalization import IntensityRange, Normalization
-from emda.volume import open_volume, write_volume
+from emda.model.checkpoint import Checkpoint, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "epfl_lucchi_pp" / "test" / "raw.tif"
-CROP = HERE.parent / "examples" / "data" / "epfl_test" / "raw.tif"
+CROP = HERE.parent / "emda" / "demo_data" / "epfl_test" / "raw.tif"
 
 SETTINGS = {
     "1 process, 1 thread": ["--threads", "1"],

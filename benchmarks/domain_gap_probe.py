@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emda.normalization import Normalization
-from emda.volume import open_volume, read_labels
+from emda.data.normalization import Normalization
+from emda.io.volume import open_volume, read_labels
 
 HERE = Path(__file__).resolve().parent
 SETS = {  # name: (folder, z range)

@@ -3,7 +3,7 @@
 `emda predict --planes ortho` segments every (z, x) and (z, y) plane of the volume too.
 On EPFL's test volume those planes are 165 rows high: until stop 26 each was reflected
 out to the 256-pixel tile; now a side shorter than the tile gets a tile of its own
-length rounded up to the network's multiple (176 rows, `emda.inference.fitted_tile`).
+length rounded up to the network's multiple (176 rows, `emda.inference.sliding_window.fitted_tile`).
 This predicts the same evenly spaced planes both ways with one model and reports
 seconds per plane, IoU/precision/recall against the labels on those planes, and the
 largest difference in probability. The (y, x) slices are not affected (768 x 1024 >=
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda.checkpoint import load_checkpoint
-from emda.inference import SlidingWindowPredictor, sliding_window_inference
-from emda.volume import open_volume
+from emda.inference.sliding_window import SlidingWindowPredictor, sliding_window_inference
+from emda.io.volume import open_volume
+from emda.model.checkpoint import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 EPFL_TEST = HERE.parent.parent / "shared/data/epfl_lucchi_pp/test"

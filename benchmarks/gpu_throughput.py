@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from emda import __version__
-from emda.inference import SlidingWindowPredictor
-from emda.method import Batch
+from emda.inference.sliding_window import SlidingWindowPredictor
+from emda.methods.base import Batch
 from emda.model import UNet, UNetConfig
-from emda.train import compute_terms, total_loss
-from emda.workflows import resolve_method
+from emda.training.adapt import resolve_method
+from emda.training.loop import compute_terms, total_loss
 
 
 def _timed(fn, rounds: int, repeats: int) -> float:

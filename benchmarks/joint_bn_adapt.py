@@ -9,10 +9,10 @@ import sys
 
 import joint_bn_probe
 
-import emda.train
+import emda.training.loop
 from emda.cli import app
 
 if __name__ == "__main__":
     joint_bn_probe.STOP_AFTER = sys.maxsize  # the whole run, not the probe's first steps
-    emda.train.compute_terms = joint_bn_probe.joint_terms
+    emda.training.loop.compute_terms = joint_bn_probe.joint_terms
     app(["adapt", *sys.argv[1:]])

@@ -12,7 +12,7 @@ still near 0 (Ganin's ramp), so the classifiers are, in effect, trained alone: i
 separate the domains only with shared statistics, per-domain batch norm is what keeps
 DANN's loss at chance.
 
-The joint pass is patched in for this probe only (``emda.train.compute_terms``); emda
+The joint pass is patched in for this probe only (``emda.training.loop.compute_terms``); emda
 itself trains with separate passes.
 
     python benchmarks/joint_bn_probe.py [--iterations 40]
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-import emda.train
-from emda.method import TrainStep
+import emda.training.loop
+from emda.methods.base import TrainStep
 from emda.model.unet import SegmentationOutput
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,7 @@ class StopProbe(Exception):
 
 def joint_terms(model, heads, method, source, target, progress, iteration,
                 seg_loss="bce_dice", metrics=None):  # fmt: skip
-    """emda.train.compute_terms with one forward pass for both domains."""
+    """emda.training.loop.compute_terms with one forward pass for both domains."""
     if iteration >= STOP_AFTER:
         raise StopProbe
     n = source.x.shape[0]
@@ -95,7 +95,7 @@ def main() -> None:
     out_dir = HERE / "work/joint_bn_probe/dann_joint"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    emda.train.compute_terms = joint_terms
+    emda.training.loop.compute_terms = joint_terms
     from emda.cli import app
 
     with contextlib.suppress(StopProbe):

@@ -20,7 +20,6 @@ augmentation; the last checkpoint is scored (no selection) at threshold 0.5.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import subprocess
@@ -99,26 +98,33 @@ KEYED_WITHOUT_OPTIONS = {
 def method_options(method: str, assignments: list[str]) -> dict:
     """The options ``emda adapt --method METHOD --opt ...`` would train with."""
     from emda.errors import EmdaError
-    from emda.options import options_to_dict
-    from emda.workflows import resolve_method
+    from emda.methods.options import options_to_dict
+    from emda.training.adapt import resolve_method
 
     try:
-        return options_to_dict(resolve_method(method, assignments).options)
+        options = options_to_dict(resolve_method(method, assignments).options)
     except EmdaError as exc:
         sys.exit(f"error: {exc}")  # it names the option and the method
+    # an option emda no longer has, at the value its rows trained with: kept in the key
+    return {**options, **RETIRED_OPTIONS.get(method, {})}
+
+
+# Options emda removed, with the value that is now the method's only behaviour: rows
+# keep them in their key (so recorded rows keep their keys) but emda is never given them.
+RETIRED_OPTIONS = {"dann": {"classifier": "conv", "condition": "none"}}
 
 
 # training augmentation a row may change with `run --augment NAME=VALUE`; every other row
 # trains with `emda adapt`'s defaults, the protocol's "same augmentation for every method"
-AUGMENT_NAMES = ("intensity_jitter", "sharpness", "noise", "amplitude_mix", "smooth_objects")
-# amplitude_mix needs the unlabelled target beside the source, smooth_objects changes the
-# source's labelled objects: `emda adapt` only, never the finetuning on target labels
-ADAPT_ONLY = {"amplitude_mix", "smooth_objects"}
+AUGMENT_NAMES = ("intensity_jitter", "noise", "amplitude_mix")
+# amplitude_mix needs the unlabelled target beside the source: `emda adapt` only, never
+# the finetuning on target labels
+ADAPT_ONLY = {"amplitude_mix"}
 
 
 def augment_changes(assignments: list[str]) -> dict:
     """The augmentation settings given that differ from ``emda adapt``'s defaults."""
-    from emda.train import TrainConfig
+    from emda.training.loop import TrainConfig
 
     defaults, changes = TrainConfig(), {}
     for text in assignments:
@@ -177,6 +183,8 @@ def opt_flags(options: dict) -> list[str]:
     """``--opt`` arguments that set every option explicitly, whatever the defaults are."""
     flags = []
     for name, value in options.items():
+        if any(name in retired for retired in RETIRED_OPTIONS.values()):
+            continue
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         flags += ["--opt", f"{name}={text}"]
     return flags
@@ -201,7 +209,7 @@ def directions(data_kind: str) -> dict[str, Direction]:
     # paths relative to the repository (emda runs with cwd=REPO), so that a run's key
     # does not depend on where the checkout lives (a fresh clone, a GPU machine)
     if data_kind == "crops":
-        d = "examples/data"
+        d = "emda/demo_data"
         epfl_tr = Split(f"{d}/epfl_train/raw.tif", f"{d}/epfl_train/labels.tif")
         epfl_te = Split(f"{d}/epfl_test/raw.tif", f"{d}/epfl_test/labels.tif")
         vnc, vnc_lab = f"{d}/vnc/raw.tif", f"{d}/vnc/labels.tif"
@@ -219,44 +227,6 @@ def directions(data_kind: str) -> dict[str, Direction]:
         # the in-domain check: source-only model on the source's own test volume
         "epfl2epfl": Direction("epfl2epfl", epfl_tr, epfl_tr, epfl_te),
     }
-
-
-def sharpness_matched(direction: Direction, profile: str) -> tuple[Direction, dict]:
-    """``direction`` with its sharper domain's volume blurred (``emda smooth --like``) to
-    the other's gradient level, both measured on their training slices (no labels), and
-    what was blurred with which sigma. The blurred volume replaces the original in
-    every split that reads it (for VNC: its training and test slices alike)."""
-    import dataclasses
-
-    from emda.evaluate import parse_z_range
-    from emda.sharpness import gradient_level
-    from emda.volume import open_volume
-
-    def level(split: Split) -> float:
-        volume = open_volume(REPO / split.raw)
-        return gradient_level(volume, range(*parse_z_range(split.z, volume.shape[0])))
-
-    src, tr = direction.source, direction.target_train
-    sharp, smooth = (src, tr) if level(src) > level(tr) else (tr, src)
-    # zarr keeps the sigma in its attributes; relative to the repository, like every path
-    out = HERE / "work" / profile / "blurred" / f"{direction.name}_{Path(sharp.raw).stem}.zarr"
-    out = out.relative_to(REPO)
-    (REPO / out).parent.mkdir(parents=True, exist_ok=True)
-    # rows run side by side: the first blurs, the others wait for it and reuse the volume
-    with open(REPO / out.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (REPO / out).exists():
-            args = ["smooth", sharp.raw, "--output", str(out), "--like", smooth.raw, "--quiet"]
-            args += ["--z-range", sharp.z] if sharp.z else []
-            args += ["--like-z", smooth.z] if smooth.z else []
-            emda(*args, log=REPO / out.with_suffix(".log"))
-    sigma = float(open_volume(REPO / out).array.attrs["emda_smooth_sigma"])
-    swap = {f.name: dataclasses.replace(getattr(direction, f.name), raw=str(out))
-            for f in dataclasses.fields(direction)
-            if f.name != "name" and getattr(direction, f.name).raw == sharp.raw}  # fmt: skip
-    return dataclasses.replace(direction, **swap), {
-        "volume": sharp.raw, "like": smooth.raw, "sigma": sigma, "splits": sorted(swap)
-    }  # fmt: skip
 
 
 def config_key(config: dict) -> str:
@@ -399,8 +369,8 @@ def run_one(
     teacher's); ``average_weights`` likewise ``emda adapt --average-weights``."""
     options = row_options(method, list(opt))
     blurred: dict = {}
-    if match_sharpness:
-        direction, blurred = sharpness_matched(direction, profile)
+    if match_sharpness:  # recorded rows keep their results; emda smooth is gone
+        sys.exit("error: --match-sharpness: emda no longer has `emda smooth`")
     config = row_config(profile, direction, method, seed, semi, planes, options, tta,
                         augment_changes(list(augment)), match_sharpness,
                         target_planes, average_weights)  # fmt: skip
@@ -491,7 +461,7 @@ def _trained_with(run: Path) -> dict:
     """torch version, CPU threads, vector instructions and any oneDNN instruction cap the
     row's model trained with (a rerun repeats the result bit for bit only with all of
     them the same); empty for runs older than the record."""
-    from emda.checkpoint import load_checkpoint
+    from emda.model.checkpoint import load_checkpoint
 
     training = load_checkpoint(run).training
     keys = ("torch_version", "cpu_threads", "cpu_capability", "onednn_max_cpu_isa")
@@ -792,8 +762,8 @@ def _figures(results: list[dict], rows: dict, out: Path) -> None:
         plt.close(fig)
 
     # qualitative: one target test slice, ground truth and each method's outline (seed 0)
-    from emda.plots import overlay
-    from emda.volume import open_volume
+    from emda.evaluation.plots import overlay
+    from emda.io.volume import open_volume
 
     for d in dirs:
         chosen = {
@@ -866,7 +836,7 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="run: training augmentation other than emda adapt's default (intensity_jitter, "
-        "sharpness, noise, amplitude_mix, smooth_objects); such rows get their own keys and "
+        "noise, amplitude_mix); such rows get their own keys and "
         "table rows",
     )
     parser.add_argument(

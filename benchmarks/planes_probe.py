@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda.checkpoint import load_checkpoint
-from emda.inference import SlidingWindowPredictor
-from emda.metrics import Confusion
-from emda.volume import open_volume
+from emda.evaluation.metrics import Confusion
+from emda.inference.sliding_window import SlidingWindowPredictor
+from emda.io.volume import open_volume
+from emda.model.checkpoint import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 TEST = HERE.parent.parent / "shared/data/epfl_lucchi_pp/test"

@@ -26,7 +26,7 @@ fi
 # the held-out slices as volumes of their own, so that no plane sees a training slice
 $PY - "$TRAIN" "$WORK" <<'PYEOF'
 import sys
-from emda.volume import open_volume, write_volume
+from emda.io.volume import open_volume, write_volume
 train, work = sys.argv[1:]
 for name in ("raw", "labels"):
     vol = open_volume(f"{train}/{name}.tif")

@@ -31,16 +31,17 @@ import numpy as np
 import torch
 
 from emda import __version__
-from emda.checkpoint import Checkpoint, save_checkpoint
-from emda.inference import tile_starts
+from emda.data.normalization import Normalization
+from emda.inference.sliding_window import tile_starts
+from emda.io.volume import open_volume
+from emda.io.writer import write_volume
 from emda.model import UNet, UNetConfig
-from emda.normalization import Normalization
-from emda.volume import open_volume, write_volume
+from emda.model.checkpoint import Checkpoint, save_checkpoint
 from emda.workflows import predict
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "epfl_lucchi_pp" / "test" / "raw.tif"
-CROP = HERE.parent / "examples" / "data" / "epfl_test" / "raw.tif"
+CROP = HERE.parent / "emda" / "demo_data" / "epfl_test" / "raw.tif"
 TILE, OVERLAP, BATCH = 256, 0.25, 8
 
 

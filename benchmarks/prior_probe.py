@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from emda.metrics import Confusion
+from emda.evaluation.metrics import Confusion
 
 HERE = Path(__file__).resolve().parent
 

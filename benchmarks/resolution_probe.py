@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emda.checkpoint import load_checkpoint
-from emda.inference import SlidingWindowPredictor
-from emda.metrics import Confusion
-from emda.volume import open_volume, read_labels
+from emda.evaluation.metrics import Confusion
+from emda.inference.sliding_window import SlidingWindowPredictor
+from emda.io.volume import open_volume, read_labels
+from emda.model.checkpoint import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 

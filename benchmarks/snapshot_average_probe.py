@@ -29,8 +29,8 @@ import tifffile
 from checkpoint_selection_probe import PROFILE, score, test_loss
 from paper_table import HERE, REPO, _adapted_dir, directions, emda, row_config, row_options
 
-from emda.averaging import WeightAverage
-from emda.checkpoint import atomic_torch_save, load_raw
+from emda.model.checkpoint import atomic_torch_save, load_raw
+from emda.training.averaging import WeightAverage
 
 LATE = (750, 1000, 1250, 1500)  # the second half of the 1500-iteration budget
 

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda.normalization import Normalization
-from emda.sampling import Augmentation, PatchSampler
-from emda.style import amplitude_mix
-from emda.volume import open_volume, read_labels
+from emda.data.normalization import Normalization
+from emda.data.sampling import Augmentation, PatchSampler
+from emda.data.style import amplitude_mix
+from emda.io.volume import open_volume, read_labels
 
 HERE = Path(__file__).resolve().parent
 DATA = {  # name: (folder, z slices of the training data)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emda.checkpoint import load_checkpoint
-from emda.inference import sliding_window_inference
-from emda.volume import open_volume
+from emda.inference.sliding_window import sliding_window_inference
+from emda.io.volume import open_volume
+from emda.model.checkpoint import load_checkpoint
 from emda_methods.selftrain import VOLUME_BATCH, VOLUME_TILE, FrozenTeacher
 
 HERE = Path(__file__).resolve().parent

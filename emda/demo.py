@@ -12,13 +12,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from emda import api
 from emda.errors import EmdaError
-from emda.model import UNetConfig
-from emda.normalization import Normalization
-from emda.plots import overlay
-from emda.train import TrainConfig
-from emda.volume import open_volume
-from emda.workflows import VolumeSpec, adapt, evaluate_many, predict, resolve_method
+from emda.evaluation.plots import overlay
+from emda.io.volume import open_volume
+from emda.training.adapt import VolumeSpec, resolve_method
+from emda.training.config import TrainConfig
 
 CROPS = ("epfl_train", "vnc")
 DEMO_METHODS = ("ft", "ynet")
@@ -26,7 +25,8 @@ DEMO_BATCH = 4  # with the default iterations, both methods train in < 3 min on 
 
 
 def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "examples" / "data"
+    """The crops installed with the package (see demo_data/README.md for their licences)."""
+    return Path(__file__).resolve().parent / "demo_data"
 
 
 def run_demo(
@@ -43,7 +43,7 @@ def run_demo(
             if not (data / crop / f"{kind}.tif").is_file():
                 raise EmdaError(
                     f"--data {data}: missing {crop}/{kind}.tif (the bundled crops "
-                    "live in examples/data of the emda repository)"
+                    "live in emda/demo_data of the emda package)"
                 )
     console = Console(stderr=True)
     out = Path(out)
@@ -56,22 +56,20 @@ def run_demo(
         console.rule(f"[bold]{name}: adapt EPFL -> VNC ({iterations} iterations)")
         run_dir = out / f"run_{name}"
         method = resolve_method(name, [])
-        summary = adapt(
+        summary = api.adapt(
             source,
             # ft stays the source-only baseline; the others adapt (and end with target BN)
             VolumeSpec(target_raw) if method.uses_target else None,
             run_dir,
-            method,
-            config,
-            UNetConfig(),
-            Normalization(),
-            device,
+            method=method,
+            config=config,
+            device=device,
             overwrite=True,
             show_progress=show_progress,
         )
         pred = out / f"vnc_{name}_prob.tif"
-        predict(run_dir, target_raw, str(pred), None, device, tile_size=256, overwrite=True)
-        (ev,) = evaluate_many([str(pred)], target_labels)
+        api.predict(run_dir, target_raw, str(pred), device=device, overwrite=True)
+        (ev,) = api.evaluate([str(pred)], target_labels)
         results[name] = {**ev.total.scores(), "train_seconds": summary.seconds}
         masks[name] = open_volume(pred).read() >= 128
     raw = open_volume(target_raw).read()

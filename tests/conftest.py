@@ -15,7 +15,7 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 REPO = Path(__file__).resolve().parents[1]
-CROPS = REPO / "examples" / "data"
+CROPS = REPO / "emda" / "demo_data"
 SHARED = REPO.parent / "shared" / "data"
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emda import EmdaError
-from emda.alignment import (
+from emda.methods.alignment import (
     coral,
     ganin_schedule,
     gaussian_mmd2,

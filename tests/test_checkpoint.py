@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from emda import EmdaError
-from emda.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from emda.data.normalization import IntensityRange, Normalization
 from emda.model import UNet, UNetConfig
-from emda.normalization import IntensityRange, Normalization
+from emda.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 
 def _checkpoint() -> Checkpoint:

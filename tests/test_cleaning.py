@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from emda.cleaning import CleaningSizes, clean_slice, interior_object_areas, sizes_from_labels
 from emda.cli import app
 from emda.errors import EmdaError
-from emda.volume import Volume, open_volume, write_volume
+from emda.io.volume import Volume, open_volume
+from emda.io.writer import write_volume
+from emda.postprocessing.cleaning import (
+    CleaningSizes,
+    clean_slice,
+    interior_object_areas,
+    sizes_from_labels,
+)
 
 
 def square(mask: np.ndarray, y: int, x: int, side: int) -> None:

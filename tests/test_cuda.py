@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from emda.cli import app
-from emda.train import read_log
-from emda.volume import open_volume
+from emda.io.volume import open_volume
+from emda.training.loop import read_log
 
 from .conftest import CROPS, adapt_on_crops
 
@@ -74,7 +74,7 @@ def test_resume_on_gpu_matches_an_uninterrupted_run(tmp_path):
     full = tmp_path / "full"
     assert adapt_on_crops(full, *common, method="ynet").exit_code == 0
 
-    import emda.train
+    import emda.training.loop
     from emda.interrupt import StopOnInterrupt
 
     class StopAfter25(StopOnInterrupt):  # the request a Ctrl-C makes, after iteration 25
@@ -91,7 +91,7 @@ def test_resume_on_gpu_matches_an_uninterrupted_run(tmp_path):
 
     part = tmp_path / "part"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(emda.train, "StopOnInterrupt", StopAfter25)
+        mp.setattr(emda.training.loop, "StopOnInterrupt", StopAfter25)
         stopped = adapt_on_crops(part, *common, method="ynet")
     assert stopped.exit_code == 130, stopped.output
     resumed = adapt_on_crops(part, *common, "--resume", method="ynet")

@@ -9,9 +9,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from emda.cli import app
-from emda.datasets import DATASETS, Dataset, Stack, array_sha256, fetch
 from emda.errors import EmdaError
-from emda.volume import open_volume
+from emda.io.datasets import DATASETS, Dataset, Stack, array_sha256, fetch
+from emda.io.volume import open_volume
 
 from .conftest import CROPS, SHARED
 

@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from emda.checkpoint import load_checkpoint
-from emda.train import read_log
+from emda.model.checkpoint import load_checkpoint
+from emda.training.loop import read_log
 
 from .conftest import CROPS, REPO
 
@@ -22,11 +22,11 @@ def _ranks_stay_in_step(rank: int, init_file: str, result_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     from torch import nn
 
-    from emda import ddp
-    from emda.method import Batch
+    from emda.methods.base import Batch
     from emda.model import UNet, UNetConfig
-    from emda.train import LossModule, total_loss
-    from emda.workflows import resolve_method
+    from emda.training import ddp
+    from emda.training.adapt import resolve_method
+    from emda.training.loop import LossModule, total_loss
 
     method = resolve_method("dann", {})
     torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
@@ -50,7 +50,7 @@ def _ranks_stay_in_step(rank: int, init_file: str, result_file: str) -> None:
     dist.all_gather(gathered, flat)
     if rank == 0:
         torch.save({"same": bool(torch.equal(gathered[0], gathered[1]))}, result_file)
-    del forward, optimizer  # as emda.train does: DDP's reducer holds the process group
+    del forward, optimizer  # as emda.training.loop does: DDP's reducer holds the process group
     ddp.teardown()
 
 

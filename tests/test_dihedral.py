@@ -1,6 +1,6 @@
 import torch
 
-from emda.dihedral import TRANSFORMS, dihedral, undo_dihedral
+from emda.data.dihedral import TRANSFORMS, dihedral, undo_dihedral
 
 
 def test_the_eight_transforms_are_distinct_and_each_is_undone():

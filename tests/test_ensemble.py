@@ -5,9 +5,10 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from emda import ensemble as ensemble_module
 from emda.cli import app
-from emda.volume import open_volume, write_volume
+from emda.io.volume import open_volume
+from emda.io.writer import write_volume
+from emda.postprocessing import ensemble as ensemble_module
 
 VOXEL = (50.0, 4.6, 4.6)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emda import EmdaError
-from emda.inference import (
+from emda.inference.sliding_window import (
     SlidingWindowPredictor,
     fitted_tile,
     sliding_window_inference,
@@ -113,7 +113,7 @@ def test_tta_with_rectangular_tiles_is_invariant_to_rotating_the_input():
 
 
 def test_tta_of_a_pointwise_model_changes_nothing():
-    from emda.inference import dihedral_average
+    from emda.inference.sliding_window import dihedral_average
 
     image = torch.rand(1, 1, 40, 56)
     out = sliding_window_inference(image, dihedral_average(torch.sigmoid), 32, 0.25, 3)
@@ -121,8 +121,8 @@ def test_tta_of_a_pointwise_model_changes_nothing():
 
 
 def test_dihedral_average_of_fewer_views_is_the_mean_of_the_first_ones():
-    from emda.dihedral import dihedral, undo_dihedral
-    from emda.inference import dihedral_average
+    from emda.data.dihedral import dihedral, undo_dihedral
+    from emda.inference.sliding_window import dihedral_average
 
     conv = torch.nn.Conv2d(1, 1, 3, padding=1)  # not rotation-invariant: views differ
     tiles = torch.rand(2, 1, 16, 16)

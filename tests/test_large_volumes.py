@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from emda.blocks import output_chunks, plan_blocks
 from emda.cli import app
 from emda.errors import EmdaError
-from emda.volume import open_volume
+from emda.inference.blocks import output_chunks, plan_blocks
+from emda.io.volume import open_volume
 
 from .conftest import CROPS, adapt_on_crops
 
@@ -119,11 +119,11 @@ def test_pyramid_needs_an_ome_zarr_output(run, tmp_path):
 
 def test_dask_workers_write_the_same_output_and_load_the_model_once(run, tmp_path):
     pytest.importorskip("dask.distributed", reason="dask[distributed] absent")
-    import emda.predict_job
-    from emda.distributed import dask_client, run_blocks_on_dask
+    import emda.inference.jobs
+    from emda.data.normalization import Normalization
+    from emda.inference.dask import dask_client, run_blocks_on_dask
+    from emda.inference.jobs import PredictJob, run_block
     from emda.interrupt import StopOnInterrupt
-    from emda.normalization import Normalization
-    from emda.predict_job import PredictJob, run_block
 
     volume = open_volume(VNC)
     low_high = Normalization().fit(volume)
@@ -139,13 +139,13 @@ def test_dask_workers_write_the_same_output_and_load_the_model_once(run, tmp_pat
     single = job_writing_to(tmp_path / "single.zarr")
     for block in blocks:
         run_block(single, block)
-    emda.predict_job.release()
+    emda.inference.jobs.release()
 
     spread = job_writing_to(tmp_path / "dask.zarr")
     done = []
     with dask_client(None, 2) as client, StopOnInterrupt() as stop:
         run_blocks_on_dask(spread, blocks, client, done.append, stop)
-        loads = client.run(lambda: emda.predict_job.models_loaded)
+        loads = client.run(lambda: emda.inference.jobs.models_loaded)
     assert sorted(done) == sorted(b.key for b in blocks)
     assert sorted(loads.values()) == [1, 1]  # each worker read the checkpoint once
     a = zarr.open_array(str(tmp_path / "single.zarr"))[:]

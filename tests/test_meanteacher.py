@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from emda.checkpoint import load_checkpoint
-from emda.method import Batch
+from emda.methods.base import Batch
+from emda.methods.registry import load_registry
 from emda.model import UNet, UNetConfig
-from emda.registry import load_registry
-from emda.train import compute_terms
+from emda.model.checkpoint import load_checkpoint
+from emda.training.loop import compute_terms
 from emda_methods.meanteacher import Teacher
 
 from .test_resume import ARGS, kill_resume_matches_whole

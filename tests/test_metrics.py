@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from emda.metrics import Confusion
+from emda.evaluation.metrics import Confusion
 
 
 def test_hand_computed_example():

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from emda import EmdaError
-from emda.options import describe_options, options_to_dict, parse_options
+from emda.methods.options import describe_options, options_to_dict, parse_options
 
 
 @dataclass

@@ -13,18 +13,19 @@ import torch
 import zarr
 from typer.testing import CliRunner
 
-from emda.checkpoint import load_checkpoint
 from emda.cli import app
-from emda.errors import EmdaError
-from emda.inference import SlidingWindowPredictor
-from emda.planes import (
+from emda.data.planes import (
     combine_regions,
     is_isotropic,
     ortho_warnings,
     resolve_planes,
     trained_in_three_planes,
 )
-from emda.volume import PermutedArray, Volume, open_volume, write_volume
+from emda.errors import EmdaError
+from emda.inference.sliding_window import SlidingWindowPredictor
+from emda.io.volume import PermutedArray, Volume, open_volume
+from emda.io.writer import write_volume
+from emda.model.checkpoint import load_checkpoint
 
 from .conftest import CROPS, adapt_on_crops
 

@@ -11,7 +11,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from emda.cli import app
-from emda.volume import write_volume
+from emda.io.writer import write_volume
 
 from .conftest import CROPS, adapt_on_crops
 
@@ -66,7 +66,7 @@ def test_killed_prediction_resumes_to_the_uninterrupted_result(setup, tmp_path, 
     resumed = subprocess.run(_predict(setup, out, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert not partial.exists()
-    from emda.volume import open_volume
+    from emda.io.volume import open_volume
 
     for a, b in ((whole, out), (whole.with_name(f"whole_mask{suffix}"),
                                 out.with_name(f"out_mask{suffix}"))):  # fmt: skip

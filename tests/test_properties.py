@@ -6,10 +6,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emda.evaluate import evaluate
-from emda.inference import SlidingWindowPredictor, sliding_window_inference
+from emda.evaluation.evaluate import evaluate
+from emda.inference.sliding_window import SlidingWindowPredictor, sliding_window_inference
+from emda.io.volume import Volume
 from emda.model import UNet, UNetConfig
-from emda.volume import Volume
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 window = {

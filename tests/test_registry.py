@@ -3,7 +3,7 @@ from typer.testing import CliRunner
 
 from emda import EmdaError
 from emda.cli import app
-from emda.registry import load_registry
+from emda.methods.registry import load_registry
 from tests.conftest import adapt_on_crops
 
 runner = CliRunner()

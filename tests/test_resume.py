@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from emda.cli import app
-from emda.train import read_log
+from emda.training.loop import read_log
 
 from .conftest import CROPS
 
@@ -171,12 +171,17 @@ def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_defaul
     assert CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"]).exit_code == 0
 
 
-def test_a_dann_state_from_before_averaging_resumes_only_as_it_began(tmp_path):
-    """Runs saved before --average-weights existed averaged nothing; DANN now averages by
-    default, so resuming one says so and continues once told ``--average-weights 0``."""
+def test_a_state_saved_with_a_removed_setting_off_still_resumes(tmp_path):
+    """--sharpness and --smooth-objects are gone; a run saved with them at 0 (what
+    every run without them did) resumes as before."""
+    import json
+
     run = tmp_path / "run"
-    _stopped_as_before(run, "average_weights")
-    default = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
-    assert default.exit_code == 1 and "average_weights: 0.0 then, 0.5 now" in default.output
-    off = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume", "--average-weights", "0"])
-    assert off.exit_code == 0, off.output
+    _start_and_stop(run, signal.SIGKILL, 25)
+    state = torch.load(run / "state.pt", weights_only=True)
+    signature = json.loads(state["signature"])
+    signature["training"].update(sharpness=0.0, smooth_objects=0.0)
+    state["signature"] = json.dumps(signature, sort_keys=True)
+    torch.save(state, run / "state.pt")
+    resumed = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output

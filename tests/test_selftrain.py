@@ -9,14 +9,14 @@ import tifffile
 import torch
 from torch import nn
 
-from emda.checkpoint import load_checkpoint
 from emda.errors import EmdaError
-from emda.method import Batch
+from emda.methods import FrozenTeacher
+from emda.methods.base import Batch
+from emda.methods.registry import load_registry
+from emda.methods.testing import check_method
 from emda.model import UNet, UNetConfig
-from emda.registry import load_registry
-from emda.testing import check_method
-from emda.train import compute_terms
-from emda_methods.selftrain import FrozenTeacher
+from emda.model.checkpoint import load_checkpoint
+from emda.training.loop import compute_terms
 from tests.conftest import CROPS, adapt_on_crops
 
 from .test_resume import ARGS, kill_resume_matches_whole
@@ -156,8 +156,8 @@ def test_volume_pseudo_labels_are_the_teachers_slice_wise_prediction(method_cls,
     """pseudo_labels=volume: the allowed slices predicted by `emda predict`'s own predictor
     (same tiles, overlap, blending; ``views`` flips as its --tta averages all 8), the
     others left at 0."""
-    from emda.inference import SlidingWindowPredictor
-    from emda.volume import open_volume
+    from emda.inference.sliding_window import SlidingWindowPredictor
+    from emda.io.volume import open_volume
 
     raw = open_volume(CROPS / "epfl_train/raw.tif")
     ckpt = load_checkpoint(teacher_run)
@@ -221,14 +221,14 @@ def test_pseudo_label_options_are_checked(method_cls, bad):
 def test_a_stored_prediction_teaches_without_a_teacher_model(tmp_path):
     """pseudo_labels=PATH: what `emda predict` wrote (uint8, round(255 p)) is read as
     probabilities; with init=scratch no teacher run is needed."""
-    from emda.volume import open_volume
-    from emda_methods.selftrain import read_prediction
+    from emda.io.volume import open_volume
+    from emda.methods import read_prediction
 
     raw = CROPS / "epfl_train/raw.tif"
     prob = np.zeros(tifffile.imread(raw).shape, np.uint8)
     prob[:, :100] = 255  # confident foreground on top, confident background below
     tifffile.imwrite(tmp_path / "p.tif", prob)
-    guide = read_prediction(str(tmp_path / "p.tif"), open_volume(raw), [1, 2])
+    guide = read_prediction(str(tmp_path / "p.tif"), open_volume(raw), [1, 2], "--opt")
     assert guide.read(1)[0, 0] == 1.0 and guide.read(1)[-1, 0] == 0.0 and not guide.read(0).any()
     result = adapt_on_crops(tmp_path / "r", "--opt", f"pseudo_labels={tmp_path / 'p.tif'}",
                             "--opt", "init=scratch", "--target-planes", "ortho",
@@ -273,7 +273,7 @@ def test_only_rank_0_checks_the_run_directory(tmp_path, monkeypatch):
     """Under torchrun, rank 0 may already have written the run directory when another
     rank reaches the early check: that rank must not refuse it as occupied (a race that
     failed the two-process test on a loaded machine)."""
-    from emda import ddp
+    from emda.training import ddp
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r/checkpoint.pt").write_bytes(b"rank 0's run")
@@ -293,7 +293,7 @@ def test_an_unknown_balance_is_refused(method_cls):
 def _taught_shares(p: np.ndarray, confidence) -> tuple[float, float]:
     """Share of each class's pixels (foreground, background) that teach, as the loss
     selects them."""
-    from emda.losses import pseudo_label_loss
+    from emda.methods.losses import pseudo_label_loss
 
     t = torch.from_numpy(p)
     _, confident, pseudo = pseudo_label_loss(torch.zeros_like(t), t, confidence)
@@ -306,8 +306,8 @@ def test_class_balance_lowers_the_less_sure_class_until_both_teach_alike(unsure)
     """At confidence 0.9 the sure class teaches 90 % of its pixels and the unsure one
     under half: the unsure class's threshold drops to take in its next pixels (p 0.7 or 0.3),
     the other's stays 0.9."""
-    from emda.volume import Volume
-    from emda_methods.selftrain import class_balanced_confidence
+    from emda.io.volume import Volume
+    from emda.methods import class_balanced_confidence
 
     sure = np.r_[np.full(90, 0.01), np.full(10, 0.3)]  # background: 90 % at 0.99
     weak = np.r_[np.full(25, 0.95), np.full(25, 0.7), np.full(5, 0.6)]  # foreground: 25 of 55
@@ -326,8 +326,8 @@ def test_class_balance_lowers_the_less_sure_class_until_both_teach_alike(unsure)
 
 
 def test_class_balance_keeps_the_threshold_with_one_class_or_equal_shares():
-    from emda.volume import Volume
-    from emda_methods.selftrain import class_balanced_confidence
+    from emda.io.volume import Volume
+    from emda.methods import class_balanced_confidence
 
     background_only = Volume(np.full((1, 4, 4), 0.2, np.float32), "guide")
     assert class_balanced_confidence(background_only, [0], 0.9) == (0.9, 0.9)
@@ -339,7 +339,7 @@ def test_balance_class_sets_the_thresholds_the_loss_uses(method_cls, tmp_path):
     """With a stored prediction whose mitochondria are less sure than its background,
     ``balance=class`` lowers the foreground threshold once, before training; the step's
     pseudo-label term then teaches those pixels."""
-    from emda.volume import open_volume
+    from emda.io.volume import open_volume
 
     raw = CROPS / "epfl_train/raw.tif"
     prob = np.full(tifffile.imread(raw).shape, 0.02, np.float32)

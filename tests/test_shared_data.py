@@ -2,7 +2,7 @@
 
 import pytest
 
-from emda.volume import open_volume, read_labels
+from emda.io.volume import open_volume, read_labels
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.skipif(
@@ -32,7 +32,9 @@ def test_bundled_crops_match_the_full_volumes():
 
     from tests.conftest import CROPS
 
-    spec = importlib.util.spec_from_file_location("make_crops", CROPS / "make_crops.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_crops", CROPS.parents[1] / "examples" / "make_demo_crops.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for name, (folder, *window) in module.CROPS.items():

@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from emda.checkpoint import load_checkpoint
 from emda.cli import app
+from emda.model.checkpoint import load_checkpoint
 
 from .conftest import CROPS, adapt_on_crops
 

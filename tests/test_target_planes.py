@@ -8,12 +8,13 @@ import pytest
 import tifffile
 import torch
 
-from emda.checkpoint import load_checkpoint
+from emda.data.normalization import IntensityRange
+from emda.data.sampling import Augmentation, PatchSampler
 from emda.errors import EmdaError
-from emda.normalization import IntensityRange
-from emda.sampling import Augmentation, PatchSampler
-from emda.train import TrainConfig
-from emda.volume import Volume, write_volume
+from emda.io.volume import Volume
+from emda.io.writer import write_volume
+from emda.model.checkpoint import load_checkpoint
+from emda.training.loop import TrainConfig
 from tests.conftest import CROPS, adapt_on_crops
 
 SHAPE = (20, 24, 28)  # z, y, x all different, so a patch's plane can be read off it

@@ -4,33 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from emda.batchnorm import recalibrate_batchnorm
-from emda.checkpoint import load_checkpoint
+from emda.data.normalization import IntensityRange
+from emda.data.sampling import Augmentation, PatchSampler
+from emda.data.style import amplitude_mix
 from emda.errors import EmdaError
+from emda.io.volume import Volume
 from emda.model import UNet, UNetConfig
-from emda.normalization import IntensityRange
-from emda.sampling import Augmentation, PatchSampler, _blur
-from emda.style import amplitude_mix
-from emda.train import read_log
-from emda.volume import Volume
+from emda.model.checkpoint import load_checkpoint
+from emda.training.batchnorm import recalibrate_batchnorm
+from emda.training.loop import read_log
 
 from .conftest import adapt_on_crops
 
 
 def _volume(data: np.ndarray) -> Volume:
     return Volume(data, "test", None)
-
-
-def test_blur_equals_a_direct_convolution_with_mirrored_borders():
-    x = np.random.default_rng(0).random((40, 33)).astype(np.float32)
-    r = 5
-    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / 1.5) ** 2)
-    taps /= taps.sum()
-    padded = np.pad(x, r, mode="symmetric").astype(np.float64)
-    rows = np.apply_along_axis(lambda v: np.convolve(v, taps, "valid"), 0, padded)
-    direct = np.apply_along_axis(lambda v: np.convolve(v, taps, "valid"), 1, rows)
-    np.testing.assert_allclose(_blur(x, 1.5), direct, atol=1e-5)
-    np.testing.assert_allclose(_blur(np.ones((20, 20), np.float32), 1.5), 1, atol=1e-6)
 
 
 def test_without_augmentation_a_patch_is_the_normalised_crop():
@@ -44,18 +32,16 @@ def test_without_augmentation_a_patch_is_the_normalised_crop():
         np.testing.assert_allclose(patch, data[2, y0 : y0 + 16, x0 : x0 + 16] / 255.0, atol=1e-6)
 
 
-def test_sharpness_and_noise_change_the_patch_but_keep_its_mean():
+def test_noise_changes_the_patch_but_keeps_its_mean():
     rng = np.random.default_rng(1)
     x = rng.random((64, 64)).astype(np.float32)
-    sharp = Augmentation(dihedral=False, sharpness=2.0).intensity(x, np.random.default_rng(3))
     noisy = Augmentation(dihedral=False, noise=0.1).intensity(x, np.random.default_rng(3))
-    for y in (sharp, noisy):
-        assert not np.allclose(y, x)
-        assert abs(float(y.mean() - x.mean())) < 0.02  # neither shifts the grey level
+    assert not np.allclose(noisy, x)
+    assert abs(float(noisy.mean() - x.mean())) < 0.02  # it does not shift the grey level
     assert Augmentation(dihedral=False).intensity(x, rng) is x
 
 
-@pytest.mark.parametrize("field", ["intensity_jitter", "sharpness", "noise"])
+@pytest.mark.parametrize("field", ["intensity_jitter", "noise"])
 def test_negative_augmentation_amplitudes_are_refused(field):
     with pytest.raises(EmdaError, match=field.replace("_", "-")):
         Augmentation(**{field: -0.1})
@@ -130,47 +116,10 @@ def test_recalibrate_refuses_bad_input_before_writing(tmp_path, crops):
 
 
 def test_a_log_line_cut_short_by_a_kill_is_left_out(tmp_path):
-    from emda.train import read_log
+    from emda.training.loop import read_log
 
     (tmp_path / "log.jsonl").write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
     assert [r["iteration"] for r in read_log(tmp_path)] == [1, 2]
-
-
-def _textured_disc(size: int = 64, radius: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """A disc of stripes (period 6 px, like cristae) on a flat background, and its mask."""
-    yy, xx = np.mgrid[:size, :size]
-    mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2).astype(np.float32)
-    stripes = 0.3 + 0.2 * np.sin(2 * np.pi * xx / 6)
-    return np.where(mask > 0, stripes, 0.7).astype(np.float32), mask
-
-
-def test_smooth_objects_blurs_inside_the_labels_and_leaves_outline_and_outside_alone():
-    x, mask = _textured_disc()
-    aug = Augmentation(smooth_objects=1.0)
-    rng = np.random.default_rng(0)
-    amount = np.random.default_rng(0).uniform(0, 1.0)
-    out = aug.objects(x, mask, rng)
-    far_outside = _blur(mask, 3.0) == 0  # no object within reach of either blur
-    np.testing.assert_array_equal(out[far_outside], x[far_outside])
-    deep = _blur(mask, 2.0) > 0.999
-    texture = lambda a: float(np.abs(np.diff(a, axis=1))[deep[:, 1:]].mean())  # noqa: E731
-    assert texture(out) < (1 - 0.9 * amount) * texture(x)  # the stripes fade with a
-    assert abs(out[deep].mean() - x[deep].mean()) < 0.02  # smoothed, not darkened
-    # the outline: the step from the disc to the background survives
-    edge = (mask > 0) & (_blur(mask, 1.0) < 0.75)
-    assert np.abs(out[edge] - x[edge]).max() < 0.35 * np.abs(x[edge] - 0.7).max()
-
-
-def test_smooth_objects_changes_nothing_without_labels_and_when_off():
-    x, mask = _textured_disc()
-    rng = np.random.default_rng(0)
-    state = rng.bit_generator.state
-    assert Augmentation(smooth_objects=1.0).objects(x, None, rng) is x  # a target patch
-    assert Augmentation(smooth_objects=1.0).objects(x, np.zeros_like(mask), rng) is x
-    assert Augmentation().objects(x, mask, rng) is x
-    assert rng.bit_generator.state == state  # runs without it draw the same patches as before
-    with pytest.raises(EmdaError, match="--smooth-objects must be >= 0"):
-        Augmentation(smooth_objects=-1)
 
 
 def test_amplitude_mix_keeps_the_source_phase_and_takes_the_target_amplitude():
@@ -210,11 +159,8 @@ def test_adapt_with_amplitude_mix_trains_ft_on_target_styled_source(tmp_path):
     assert first[0] != first[1]  # same seed, same weights: only the styled patches differ
 
 
-def test_adapt_with_smooth_objects_records_it_and_trains_on_smoothed_source(tmp_path):
-    plain = adapt_on_crops(tmp_path / "plain", "--no-target-bn")
-    smooth = adapt_on_crops(tmp_path / "smooth", "--no-target-bn", "--smooth-objects", "1")
-    assert plain.exit_code == 0 and smooth.exit_code == 0, smooth.output
-    assert load_checkpoint(tmp_path / "smooth").training["smooth_objects"] == 1.0
-    assert load_checkpoint(tmp_path / "plain").training["smooth_objects"] == 0.0
-    first = [read_log(tmp_path / run)[0]["seg"] for run in ("plain", "smooth")]
-    assert first[0] != first[1]  # same seed, same weights: only the source patches differ
+@pytest.mark.parametrize("removed", ["--smooth-objects", "--sharpness"])
+def test_removed_augmentations_are_refused_as_unknown_options(tmp_path, removed):
+    result = adapt_on_crops(tmp_path / "run", removed, "1")
+    assert result.exit_code != 0
+    assert "No such option" in result.output and not (tmp_path / "run").exists()

@@ -4,14 +4,8 @@ import tifffile
 import zarr
 
 from emda import EmdaError
-from emda.volume import (
-    open_volume,
-    parse_voxel_size,
-    read_labels,
-    split_address,
-    to_foreground,
-    write_volume,
-)
+from emda.io.volume import open_volume, parse_voxel_size, read_labels, split_address, to_foreground
+from emda.io.writer import write_volume
 
 
 def test_tiff_round_trip_keeps_data_and_voxel_size(tmp_path):
@@ -131,7 +125,7 @@ def test_split_address_and_voxel_size_parsing():
 
 
 def test_writer_never_leaves_a_partial_output(tmp_path):
-    from emda.volume import VolumeWriter
+    from emda.io.writer import VolumeWriter
 
     for name in ("out.tif", "out.zarr"):
         with pytest.raises(RuntimeError), VolumeWriter(tmp_path / name, (2, 4, 4), "uint8") as w:

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from emda.averaging import WeightAverage, first_averaged
-from emda.checkpoint import load_raw
-from emda.cli import _averaged_text, app
+from emda.cli import app
+from emda.cli.describe import averaged_text as _averaged_text
+from emda.model.checkpoint import load_raw
+from emda.training.averaging import WeightAverage, first_averaged
 
 from .conftest import adapt_on_crops
 from .test_resume import ARGS, kill_resume_matches_whole
@@ -89,31 +90,18 @@ def test_bad_fraction_is_refused_before_any_work(tmp_path, value):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_method_carries_its_own_default_and_the_option_overrides_it():
-    from emda.train import TrainConfig
-    from emda.workflows import resolve_method
-
-    dann, ynet = resolve_method("dann", []), resolve_method("ynet", [])
-    assert TrainConfig().for_method(dann).average_weights == 0.5
-    assert TrainConfig().for_method(ynet).average_weights == 0.0
-    assert TrainConfig(average_weights=0.0).for_method(dann).average_weights == 0.0
-    assert TrainConfig(average_weights=0.25).for_method(ynet).average_weights == 0.25
-
-
-def test_dann_averages_unless_told_not_to_and_the_run_records_which(tmp_path):
-    """The run's checkpoint and config.toml hold the resolved fraction, so a rerun from
-    the config file does what this run did even if the method's default changes."""
-    for name, extra in {"default": [], "off": ["--average-weights", "0"]}.items():
+def test_every_method_saves_the_last_weights_unless_asked_and_the_run_records_which(tmp_path):
+    """Averaging is a training setting, not a method's: off unless --average-weights is
+    given. The checkpoint and config.toml hold the fraction, so --config repeats it."""
+    for name, extra in {"default": [], "half": ["--average-weights", "0.5"]}.items():
         result = adapt_on_crops(tmp_path / name, "--iterations", "4", "--no-target-bn",
                                 "--threads", "1", *extra, method="dann")  # fmt: skip
         assert result.exit_code == 0, result.output
-    assert load_raw(tmp_path / "default")["training"]["average_weights"] == 0.5
-    assert "average_weights = 0.5" in (tmp_path / "default/config.toml").read_text()
-    assert load_raw(tmp_path / "off")["training"]["average_weights"] == 0.0
-    assert "average_weights = 0.0" in (tmp_path / "off/config.toml").read_text()
-    info = CliRunner().invoke(app, ["info", str(tmp_path / "default")], env={"COLUMNS": "200"})
+    assert load_raw(tmp_path / "default")["training"]["average_weights"] == 0.0
+    assert "average_weights = 0.0" in (tmp_path / "default/config.toml").read_text()
+    assert load_raw(tmp_path / "half")["training"]["average_weights"] == 0.5
+    assert "average_weights = 0.5" in (tmp_path / "half/config.toml").read_text()
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "half")], env={"COLUMNS": "200"})
     assert "mean of iterations 3-4 (--average-weights 0.5)" in info.output
-    listed = CliRunner().invoke(app, ["methods", "--json"])
-    defaults = {m["name"]: m["average_weights"] for m in json.loads(listed.output)["methods"]}
-    assert defaults["dann"] == defaults["mmd"] == 0.5  # measured gains (benchmarks/README.md)
-    assert defaults["ft"] == defaults["coral"] == defaults["ynet"] == 0.0  # measured, kept 0
+    listed = json.loads(CliRunner().invoke(app, ["methods", "--json"]).output)
+    assert all("average_weights" not in m for m in listed["methods"])

@@ -6,13 +6,12 @@ loss = seg(source) + sum_l lambda_l * ||C_s^l - C_t^l||_F^2 / (4 d_l^2)
 
 from dataclasses import dataclass, field
 
-from emda import hookimpl
-from emda.alignment import AlignmentOptions, FeatureAlignment, coral
+from emda.methods import AlignmentOptions, FeatureAlignment, coral, hookimpl
 
 
 @dataclass
 class CoralOptions(AlignmentOptions):
-    # CORAL distances are ~100x smaller than MMD^2 on these features (emda.alignment)
+    # CORAL distances are ~100x smaller than MMD^2 on encoder features (emda.methods.alignment)
     lambdas: tuple[float, ...] = field(
         default=(0.0, 0.0, 10.0, 30.0, 100.0),
         metadata={"help": "weight per encoder level and the bottleneck, shallow to deep"},

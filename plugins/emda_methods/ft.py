@@ -4,7 +4,7 @@ The baseline of Roels et al. (2019). Target patches are never looked at during
 ``emda adapt``; ``emda finetune`` then trains on whatever target labels exist.
 """
 
-from emda import Method, hookimpl
+from emda.methods import Method, hookimpl
 
 
 class FineTuning(Method):

@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from emda import Method, hookimpl
-from emda.dihedral import dihedral, undo_dihedral
-from emda.losses import pseudo_label_loss
+from emda.methods import Method, dihedral, hookimpl, pseudo_label_loss, undo_dihedral
 
 
 @dataclass
@@ -90,7 +88,7 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The teacher's foreground probability of ``x`` seen under dihedral transform
-        ``k`` (:mod:`emda.dihedral`), mapped back onto ``x``'s grid. Batch statistics
+        ``k`` (:mod:`emda.data.dihedral`), mapped back onto ``x``'s grid. Batch statistics
         of ``x`` are used (train mode), as target BN will for the final model."""
         self.net.train()
         return torch.sigmoid(undo_dihedral(self.net(dihedral(x, k)).float(), k))

@@ -6,22 +6,18 @@ Gaussian kernel whose bandwidths are scaled by the median pairwise distance.
 
 from dataclasses import dataclass
 
-from emda import hookimpl
-from emda.alignment import AlignmentOptions, FeatureAlignment, gaussian_mmd2
+from emda.methods import AlignmentOptions, FeatureAlignment, gaussian_mmd2, hookimpl
 
 
 @dataclass
 class MMDOptions(AlignmentOptions):
-    """The shared Eq. 1 defaults: lambdas 0, 0, 0.1, 0.3, 1 (see emda.alignment)."""
+    """The shared Eq. 1 defaults: lambdas 0, 0, 0.1, 0.3, 1 (see emda.methods.alignment)."""
 
 
 class MMD(FeatureAlignment):
     name = "mmd"
     description = "Minimise the maximum mean discrepancy of encoder features (Eq. 1)."
     Options = MMDOptions
-    # EPFL -> VNC, seeds 0-1, each against its own run's last weights: +0.24 and +2.00 IoU
-    # with target BN (benchmarks/README.md, stop 32); --average-weights 0 trains without it
-    average_weights = 0.5
 
     def discrepancy(self, source, target):
         return gaussian_mmd2(source, target)

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import nn
 
-from emda import Method, hookimpl
-from emda.model import Decoder
+from emda.methods import Decoder, Method, hookimpl
 
 
 @dataclass

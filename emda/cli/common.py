@@ -1,0 +1,173 @@
+"""What every command shares: the app, error handling, ``--config``, option types.
+
+Options used by several commands are declared once here; a group of them
+(:func:`with_options`) is appended to a command's signature, so ``adapt`` and
+``finetune`` take the same training options from one declaration.
+"""
+
+import functools
+import inspect
+import os
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from emda.device import DeviceChoice
+from emda.errors import EmdaError
+
+app = typer.Typer(
+    name="emda",
+    help="Domain-adaptive segmentation for volume electron microscopy.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)  # progress and messages
+out = Console()  # results (tables, JSON)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """EmdaError -> one line on stderr and exit 1 (full traceback with EMDA_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EmdaError as exc:
+            if os.environ.get("EMDA_DEBUG") == "1":
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing half-written was kept", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def with_options(*groups: list[inspect.Parameter]) -> Callable:
+    """Append option groups (lists of keyword parameters) to a command's signature; the
+    command receives them in its ``**options``."""
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        extra = [p for group in groups for p in group]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+        return wrapper
+
+    return decorate
+
+
+def option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)  # fmt: skip
+
+
+def load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
+    """Load ``--config FILE`` (TOML) as defaults; options given on the command line win.
+
+    The file may hold a table per command (``[adapt]``, ``[predict]``...) or plain
+    top-level keys; keys are option names with ``-`` or ``_``. ``opt`` may be a table.
+    """
+    if value is None:
+        return value
+    try:
+        with open(value, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{value}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise typer.BadParameter(f"{value}: invalid TOML ({exc})") from None
+    command = ctx.info_name
+    section = data.get(command) if isinstance(data.get(command), dict) else data
+    known = {p.name for p in ctx.command.params}
+    defaults: dict[str, Any] = {}
+    for key, val in section.items():
+        name = key.replace("-", "_")
+        if isinstance(val, dict) and name != "opt":
+            continue  # another command's table
+        if name not in known or name == "config":
+            raise typer.BadParameter(f"{value}: unknown setting '{key}' for `emda {command}`")
+        if name == "opt" and isinstance(val, dict):
+            val = [
+                f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in val.items()
+            ]
+        defaults[name] = val
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def resolved(ctx: typer.Context) -> dict:
+    """The command's settings as a rerunnable config: per-invocation switches left out."""
+    skip = ("config", "overwrite", "quiet", "resume")
+    return {k: v for k, v in ctx.params.items() if k not in skip}
+
+
+def setup(device: DeviceChoice, threads: int | None):
+    """Apply ``--threads`` and resolve ``--device`` to a torch device."""
+    import torch
+
+    from emda.device import resolve_device
+
+    if threads is not None:
+        if threads < 1:
+            raise EmdaError(f"--threads {threads}: must be >= 1")
+        torch.set_num_threads(threads)
+    return resolve_device(device.value)
+
+
+def progress_bar(quiet: bool, description: str):
+    """A transient progress bar and the ``(done, total)`` callback that advances it."""
+    from rich.progress import Progress
+
+    bar = Progress(console=console, disable=quiet, transient=True)
+    task = bar.add_task(description, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+G = "General"
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML file of option values (command line wins).",
+        is_eager=True,
+        callback=load_config,
+        rich_help_panel=G,
+    ),
+]
+DeviceOpt = Annotated[
+    DeviceChoice,
+    typer.Option(help="Where to compute: auto picks CUDA when present.", rich_help_panel=G),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="CPU threads for torch (default: all cores).", rich_help_panel=G)
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=G)
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run in --out from its last saved state (same settings).",
+        rich_help_panel=G,
+    ),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace outputs that already exist.", rich_help_panel=G)
+]
+KeyOpt = Annotated[str | None, typer.Option(help="Array inside a zarr input.")]
+ThresholdOpt = Annotated[float, typer.Option(help="Probability threshold for --mask.")]

@@ -1,0 +1,163 @@
+"""``emda methods`` and ``emda info``: what is installed, what a volume or a run holds."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from emda.cli.common import KeyOpt, app, console, out, user_errors
+from emda.errors import EmdaError
+
+
+@app.command()
+@user_errors
+def methods(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the registered adaptation methods, their plugins and options."""
+    from emda.methods.options import describe_options
+    from emda.methods.registry import load_registry
+
+    registry = load_registry()
+    if as_json:
+        data = {
+            "methods": [
+                {
+                    "name": m.name,
+                    "plugin": m.plugin,
+                    "origin": m.origin,
+                    "description": m.cls.description,
+                    "options": [
+                        dict(zip(("name", "type", "default", "help"), row))
+                        for row in describe_options(m.cls.Options)
+                    ],
+                }
+                for m in registry.methods.values()
+            ],
+            "failed_plugins": [f.__dict__ for f in registry.failures],
+            "disabled_plugins": registry.disabled,
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="emda methods")
+    for col in ("method", "plugin", "description", "options (default)"):
+        table.add_column(col)
+    for m in sorted(registry.methods.values(), key=lambda m: m.name):
+        opts = "\n".join(f"{n}: {t} = {d}" for n, t, d, _ in describe_options(m.cls.Options))
+        table.add_row(m.name, f"{m.plugin}\n[dim]{m.origin}[/dim]", m.cls.description, opts or "-")
+    out.print(table)
+    for f in registry.failures:
+        console.print(f"[red]plugin '{f.plugin}' failed to load[/red] ({f.origin}): {f.error}")
+    if registry.disabled:
+        console.print(f"disabled by EMDA_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def info(
+    path: Annotated[
+        str, typer.Argument(help="A volume (TIFF/zarr), a run directory or a checkpoint.pt.")
+    ],
+    key: KeyOpt = None,
+) -> None:
+    """Describe a volume (shape, dtype, voxel size, intensities) or a run's checkpoint."""
+    p = Path(path)
+    if not p.exists():
+        raise EmdaError(f"{path}: no such file or directory")
+    is_run = p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file())
+    rows = run_rows(p) if is_run else volume_rows(path, key)
+    table = Table(show_header=False, title=path)
+    for k, v in rows.items():
+        table.add_row(k, v)
+    out.print(table)
+
+
+def run_rows(p: Path) -> dict[str, str]:
+    from emda.model.checkpoint import load_checkpoint
+    from emda.training.state import SUMMARY_ITERATIONS, log_summary, read_log
+
+    ckpt = load_checkpoint(p)
+    rows = {
+        "method": f"{ckpt.method} {ckpt.method_options or ''}",
+        "network": str(ckpt.model_config),
+        "iterations": f"{ckpt.iteration} of {ckpt.training.get('iterations', '?')}",
+        "voxel size (z, y, x) nm": str(ckpt.voxel_size),
+        "normalisation": f"percentiles {ckpt.normalization.lower_percentile}-"
+        f"{ckpt.normalization.upper_percentile}; source range "
+        f"{ckpt.source_range.low:.1f}-{ckpt.source_range.high:.1f}",
+        "emda version": ckpt.emda_version,
+    }
+    if computed := computed_with(ckpt.training):
+        rows["trained with"] = computed
+    if fraction := ckpt.training.get("average_weights"):
+        rows["weights"] = averaged_text(ckpt.iteration, ckpt.training["iterations"], fraction)
+    if scores := ckpt.training.get("source_validation"):
+        rows["held-out source slices"] = validation_text(scores)
+    records = read_log(p if p.is_dir() else p.parent)
+    if records:
+        ended = log_summary(records)
+        rows[f"last {min(len(records), SUMMARY_ITERATIONS)} iterations (mean)"] = "  ".join(
+            f"{k} {v:.4g}" for k, v in ended.items()
+        )
+        rows["training time"] = f"{records[-1]['seconds'] / 60:.1f} min"
+    return rows
+
+
+def volume_rows(path: str, key: str | None) -> dict[str, str]:
+    from emda.data.normalization import Normalization
+    from emda.io.volume import open_volume
+
+    volume = open_volume(path, key)
+    rng = Normalization().fit(volume)
+    rows = {
+        "shape (z, y, x)": str(volume.shape),
+        "dtype": str(volume.dtype),
+        "storage": "zarr (read lazily)" if volume.lazy else "in memory",
+        "voxel size (z, y, x) nm": str(volume.voxel_size),
+        "1st-99th percentile": f"{rng.low:g} - {rng.high:g}",
+    }
+    attrs = dict(getattr(volume.array, "attrs", None) or {})
+    if "emda_ensemble_inputs" in attrs:  # written by `emda ensemble`
+        inputs = attrs["emda_ensemble_inputs"]
+        rows[f"mean of {len(inputs)} predictions"] = ", ".join(map(str, inputs))
+    if "emda_clean" in attrs:  # written by `emda clean`
+        c = attrs["emda_clean"]
+        rows["cleaned"] = (
+            f"{c['input']} at {c['threshold']:g}: objects under {c['min_size']} px "
+            f"removed, holes up to {c['max_hole']} px filled"
+            + (f" (sizes from {c['sizes_from']})" if c.get("sizes_from") else "")
+        )
+    return rows
+
+
+def computed_with(training: dict) -> str | None:
+    """torch version and CPU threads of the training run (of the base run, for a
+    recalibrated model); None for runs older than the record."""
+    while "cpu_threads" not in training and "base_training" in training:
+        training = training["base_training"]
+    if "cpu_threads" not in training:
+        return None
+    vectors = [training["cpu_capability"]] if "cpu_capability" in training else []
+    if "onednn_max_cpu_isa" in training:  # convolutions capped (ONEDNN_MAX_CPU_ISA)
+        vectors.append(f"oneDNN at most {training['onednn_max_cpu_isa']}")
+    vector = f" ({', '.join(vectors)})" if vectors else ""
+    return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads{vector}"
+
+
+def averaged_text(iteration: int, iterations: int, fraction: float) -> str:
+    from emda.training.averaging import first_averaged
+
+    first = first_averaged(iterations, fraction)
+    if iteration < iterations:  # an intermediate checkpoint: the average comes at the end
+        return f"iteration {iteration}'s (the mean of {first}-{iterations} is saved at the end)"
+    return f"mean of iterations {first}-{iterations} (--average-weights {fraction})"
+
+
+def validation_text(scores: dict) -> str:
+    start, stop = scores["z_range"]
+    return (
+        f"z {start}:{stop}, as trained: IoU {scores['iou']:.3f} (precision "
+        f"{scores['precision']:.3f}, recall {scores['recall']:.3f})"
+    )

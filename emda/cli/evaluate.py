@@ -1,0 +1,94 @@
+"""``emda evaluate``: score predictions against ground truth, as a table, JSON or CSV."""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from emda.cli.common import ConfigOpt, OverwriteOpt, app, out, user_errors
+from emda.errors import EmdaError
+
+SCORES = ("iou", "dice", "precision", "recall")
+CSV_COLUMNS = ("prediction", "truth", "z", "threshold", *SCORES, "tp", "fp", "fn", "tn")
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def evaluate(
+    predictions: Annotated[
+        list[str], typer.Argument(help="Prediction volumes (probabilities or masks).")
+    ],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Ground-truth mask.")],
+    threshold: Annotated[float, typer.Option(help="Probability threshold in [0, 1].")] = 0.5,
+    z_range: Annotated[
+        str | None, typer.Option(help="Score only slices START:STOP (half-open).")
+    ] = None,
+    foreground: Annotated[
+        float | None, typer.Option(help="Foreground label value if not a {0,1}/{0,255} mask.")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Array inside zarr predictions.")] = None,
+    labels_key: Annotated[
+        str | None, typer.Option(help="Array inside a zarr ground truth.")
+    ] = None,
+    per_slice: Annotated[bool, typer.Option(help="Also report every slice.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
+    overwrite: OverwriteOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score predictions against ground truth: IoU, Dice, precision, recall."""
+    from emda import api
+
+    for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+        if path is not None and path.exists() and not overwrite:
+            raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    results = api.evaluate(
+        predictions, labels, threshold=threshold, z_range=z_range, foreground=foreground,
+        key=key, labels_key=labels_key,
+    )  # fmt: skip
+    table = Table(title=f"against {labels}" + (f" (z {z_range})" if z_range else ""))
+    for col in ("prediction", "IoU", "Dice", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "prediction" else "right", overflow="fold")
+    for r in results:
+        rows = [(r.prediction, r.total, None)]
+        rows += [(f"  z={z}", c, "dim") for z, c in r.per_slice] if per_slice else []
+        for name, counts, style in rows:
+            s = counts.scores()
+            table.add_row(name, *(f"{s[k]:.4f}" for k in SCORES), style=style)
+    out.print(table)
+    if json_out is not None:
+        atomic_write(json_out, json.dumps([r.to_dict(per_slice) for r in results], indent=2))
+    if csv_out is not None:
+        atomic_write(csv_out, csv_text(results, per_slice))
+
+
+def csv_text(results, per_slice: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        rows = [("all", r.total)] + (list(r.per_slice) if per_slice else [])
+        for z, c in rows:
+            s = c.scores()
+            writer.writerow(
+                [r.prediction, r.truth, z, r.threshold, *(s[k] for k in SCORES),
+                 c.tp, c.fp, c.fn, c.tn]
+            )  # fmt: skip
+    return buf.getvalue()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise EmdaError(f"{path}: directory {parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EmdaError(f"{path}: cannot write ({exc.strerror})") from None

@@ -1,0 +1,102 @@
+"""``emda ensemble`` and ``emda clean``: work on predictions already written."""
+
+from typing import Annotated
+
+import typer
+
+from emda.cli.common import (
+    KeyOpt,
+    OverwriteOpt,
+    QuietOpt,
+    ThresholdOpt,
+    app,
+    console,
+    progress_bar,
+    user_errors,
+)
+from emda.cli.predict import ProbDtypeOpt
+from emda.inference.jobs import ProbDtype
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def ensemble(
+    predictions: Annotated[
+        list[str],
+        typer.Argument(help="Predictions of one volume (emda predict outputs, or masks)."),
+    ],
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Mean probability (.tif, .zarr).")
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Binary mask of the mean at --threshold.")
+    ] = None,
+    threshold: ThresholdOpt = 0.5,
+    prob_dtype: ProbDtypeOpt = ProbDtype.uint8,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Average several predictions of one volume: an ensemble of runs or seeds.
+
+    Predict the volume with each model (`emda predict`), then average the probability
+    maps voxel by voxel; masks given as inputs count as 0/1 votes. Errors that belong
+    to one seed are smoothed out; errors every member makes stay.
+    """
+    from emda.postprocessing.ensemble import ensemble_predictions
+
+    bar, advance = progress_bar(quiet, "averaging slices")
+    with bar:
+        done = ensemble_predictions(
+            predictions, output, mask, threshold, prob_dtype.value, overwrite, progress=advance
+        )
+    written = " and ".join(str(p) for p in (output, mask) if p)
+    console.print(
+        f"wrote {written}: mean of {done.members} predictions, shape {done.shape}, "
+        f"{done.seconds:.1f} s"
+    )
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def clean(
+    prediction: Annotated[str, typer.Argument(help="A prediction (probabilities or a mask).")],
+    mask: Annotated[str, typer.Option(help="Cleaned binary mask (.tif, .zarr, .ome.zarr).")],
+    sizes_from: Annotated[
+        str | None,
+        typer.Option(help="Labels to read the sizes from, e.g. the source's training labels."),
+    ] = None,
+    sizes_z: Annotated[
+        str | None, typer.Option(help="Slices START:STOP of --sizes-from to read.")
+    ] = None,
+    min_size: Annotated[
+        int | None, typer.Option(help="Remove objects smaller than this (pixels per slice).")
+    ] = None,
+    max_hole: Annotated[
+        int | None, typer.Option(help="Fill holes up to this area (pixels per slice).")
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Probability threshold.")] = 0.5,
+    key: KeyOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Threshold a prediction, then remove specks and fill holes, slice by slice.
+
+    A mitochondrion in a section is one solid blob: objects smaller than --min-size
+    are removed (unless they touch the slice border) and holes up to --max-hole are
+    filled. --sizes-from LABELS sets both from labels you have, typically the source's
+    training labels: the 1st percentile and the median area of their objects.
+    """
+    from emda.postprocessing.cleaning import clean_prediction
+
+    bar, advance = progress_bar(quiet, "cleaning slices")
+    with bar:
+        done = clean_prediction(
+            prediction, mask, min_size, max_hole, sizes_from, sizes_z, threshold, key,
+            overwrite, progress=advance,
+        )  # fmt: skip
+    c = done.counts
+    console.print(
+        f"wrote {mask}: min size {done.sizes.min_size} px, max hole {done.sizes.max_hole} px; "
+        f"removed {c.removed_objects} objects ({c.removed_pixels} px), filled {c.filled_holes} "
+        f"holes ({c.filled_pixels} px); shape {done.shape}, {done.seconds:.1f} s"
+    )

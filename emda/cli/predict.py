@@ -1,0 +1,171 @@
+"""``emda predict``: segment a volume of any size with a trained run."""
+
+from typing import Annotated
+
+import typer
+
+from emda.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    KeyOpt,
+    OverwriteOpt,
+    QuietOpt,
+    ThreadsOpt,
+    ThresholdOpt,
+    app,
+    console,
+    progress_bar,
+    setup,
+    user_errors,
+)
+from emda.data.normalization import NormalizeMode
+from emda.data.planes import Planes
+from emda.device import DeviceChoice
+from emda.inference.jobs import ProbDtype
+from emda.inference.sliding_window import BlendMode
+
+W = "Window"
+L = "Large volumes"
+ProbDtypeOpt = Annotated[ProbDtype, typer.Option(help="uint8 stores round(255 p).")]
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def predict(
+    run: Annotated[str, typer.Argument(help="Run directory or checkpoint.pt.")],
+    input: Annotated[str, typer.Argument(help="Volume to segment (TIFF or zarr).")],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Probabilities (.tif, .zarr, or .ome.zarr for OME-Zarr)."
+        ),
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Binary mask at --threshold (.tif, .zarr, .ome.zarr).")
+    ] = None,
+    key: KeyOpt = None,
+    threshold: ThresholdOpt = 0.5,
+    prob_dtype: ProbDtypeOpt = ProbDtype.uint8,
+    tile_size: Annotated[
+        int,
+        typer.Option(
+            help="Sliding-window tile side in pixels; an image side shorter than it gets "
+            "a tile of its own length (rounded up to the network's multiple).",
+            rich_help_panel=W,
+        ),
+    ] = 256,
+    overlap: Annotated[
+        float, typer.Option(help="Tile overlap fraction in [0, 1).", rich_help_panel=W)
+    ] = 0.25,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.", rich_help_panel=W)] = 8,
+    blend: Annotated[
+        BlendMode, typer.Option(help="How overlapping tiles are averaged.", rich_help_panel=W)
+    ] = BlendMode.gaussian,
+    normalize: Annotated[
+        NormalizeMode,
+        typer.Option(help="Percentiles of this volume, or the training source's range."),
+    ] = NormalizeMode.volume,
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(help="Voxel size Z,Y,X in nm for the outputs (overrides the file)."),
+    ] = None,
+    device: DeviceOpt = DeviceChoice.auto,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    planes: Annotated[
+        Planes,
+        typer.Option(
+            help="xy: segment (y, x) slices; ortho: also the (z, x) and (z, y) planes, "
+            "averaged (three predictions; for isotropic volumes and a model trained on that "
+            "microscope); auto: ortho when the volume's voxels and those the model was "
+            "trained on (its checkpoint) are both isotropic, else xy.",
+            rich_help_panel=W,
+        ),
+    ] = Planes.xy,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Average over the 8 flips/rotations of each tile: 8x the time, same memory.",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted prediction: keep the blocks it finished.",
+            rich_help_panel="General",
+        ),
+    ] = False,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            help="Slices larger than this (y or x) are predicted in blocks of this size "
+            "(a multiple of 256); memory holds one block.",
+            rich_help_panel=L,
+        ),
+    ] = 2048,
+    halo: Annotated[
+        int | None,
+        typer.Option(
+            help="Context read around each block, in pixels [default: tile size / 2].",
+            rich_help_panel=L,
+        ),
+    ] = None,
+    pyramid: Annotated[
+        int,
+        typer.Option(
+            help="Downsampled levels (each half in y, x) below an .ome.zarr output.",
+            rich_help_panel=L,
+        ),
+    ] = 0,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address (tcp://host:8786): workers predict the blocks.",
+            rich_help_panel=L,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Predict with a local Dask cluster of this many worker processes.",
+            rich_help_panel=L,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Segment a volume of any size with a trained run, in one process or on Dask."""
+    from emda import api
+    from emda.inference.predict import PredictSettings
+    from emda.io.volume import parse_voxel_size
+
+    dev = setup(device, threads)
+    settings = PredictSettings(
+        threshold=threshold,
+        prob_dtype=prob_dtype.value,
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        blend=blend.value,
+        normalize=normalize.value,
+        tta=tta,
+        planes=planes.value,
+        block_size=block_size,
+        halo=halo,
+        pyramid=pyramid,
+    )
+    bar, advance = progress_bar(quiet, "predicting blocks")
+    with bar:
+        result = api.predict(
+            run, input, output, mask, settings=settings, key=key,
+            voxel_size=parse_voxel_size(voxel_size), device=dev, overwrite=overwrite,
+            resume=resume, progress=advance, scheduler=scheduler, workers=workers,
+            threads=threads,
+        )  # fmt: skip
+    written = ", ".join(p for p in (output, mask) if p)
+    console.print(
+        f"wrote {written} ({'+'.join(result.planes)} planes, {result.seconds:.1f} s, "
+        f"{result.voxels_per_second / 1e6:.2f} Mvoxel/s)"
+    )

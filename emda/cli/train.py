@@ -1,0 +1,310 @@
+"""``emda adapt``, ``emda finetune`` and ``emda recalibrate``: commands that make a run."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emda.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    QuietOpt,
+    ResumeOpt,
+    ThreadsOpt,
+    app,
+    console,
+    option,
+    resolved,
+    setup,
+    user_errors,
+    with_options,
+)
+from emda.device import DeviceChoice
+from emda.errors import EmdaError
+from emda.methods.losses import SegLoss
+from emda.training.config import LrSchedule, TargetPlanes
+
+T = "Training"
+D = "Data"
+
+
+def training_options(iterations: int, lr: float) -> list:
+    """The options of one training run, shared by adapt and finetune (their own defaults)."""
+
+    def opt(name, kind, default, text):
+        return option(name, Annotated[kind, typer.Option(help=text, rich_help_panel=T)], default)
+
+    return [
+        opt("iterations", int, iterations, "Training iterations (optimiser steps)."),
+        opt("batch_size", int, 8, "Patches per batch (per domain)."),
+        opt("patch_size", int, 128, "Square patch side in pixels; multiple of 2^depth."),
+        opt("lr", float, lr, "Adam learning rate."),
+        opt("lr_schedule", LrSchedule, LrSchedule.cosine, "Learning-rate schedule."),
+        opt("seed", int, 0, "Seed for weights, sampling and augmentation."),
+        opt("augment", bool, True, "Random flips and 90-degree rotations."),
+        opt("intensity_jitter", float, 0.1, "Random contrast/brightness jitter (0: off)."),
+        opt("noise", float, 0.0, "Maximum std of added Gaussian noise (0: off)."),
+        opt("seg_loss", SegLoss, SegLoss.bce_dice, "Segmentation loss."),
+        opt("checkpoint_every", int, 250, "Save the training state every N iterations."),
+        opt("amp", bool, True, "Mixed precision on CUDA (ignored on CPU)."),
+        opt(
+            "average_weights",
+            float,
+            0.0,
+            "Save the mean of the weights over this last fraction of the iterations "
+            "(stochastic weight averaging) instead of the last iteration's; 0 = off.",
+        ),
+    ]
+
+
+def general_options() -> list:
+    return [
+        option("device", DeviceOpt, DeviceChoice.auto),
+        option("threads", ThreadsOpt, None),
+        option("overwrite", OverwriteOpt, False),
+        option("resume", ResumeOpt, False),
+        option("quiet", QuietOpt, False),
+        option("config", ConfigOpt, None),
+    ]
+
+
+def train_config(options: dict, **extra):
+    """A TrainConfig from the shared training options (enums to their values)."""
+    from emda.training.config import TrainConfig
+
+    names = {p.name for p in training_options(0, 0)}
+    values = {k: getattr(v, "value", v) for k, v in options.items() if k in names}
+    return TrainConfig(**values, **extra)
+
+
+def report_run(summary) -> None:
+    from emda.cli.describe import validation_text
+
+    terms = "  ".join(f"{k}={v:.4f}" for k, v in summary.final_terms.items())
+    console.print(
+        f"[green]done[/green]: {summary.iterations} iterations in "
+        f"{summary.seconds:.0f} s; final {terms}; run in {summary.run_dir}"
+    )
+    if scores := summary.source_validation:
+        console.print(f"held-out source slices: {validation_text(scores)}")
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+@with_options(training_options(1500, 1e-3), general_options())
+def adapt(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Option(help="Source raw volume (TIFF or zarr: a.zarr/raw).", rich_help_panel=D)
+    ],
+    source_labels: Annotated[
+        str, typer.Option(help="Source mitochondria mask, same shape.", rich_help_panel=D)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory to create.", rich_help_panel=D)
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Unlabelled target raw volume (needed by every method except ft).",
+            rich_help_panel=D,
+        ),
+    ] = None,
+    target_bn: Annotated[
+        bool,
+        typer.Option(
+            help="After training, re-estimate batch-norm statistics on the target (AdaBN); "
+            "applies to every method, ft included, when --target is given.",
+            rich_help_panel="Method",
+        ),
+    ] = True,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="Adaptation method; see `emda methods`.",
+            rich_help_panel="Method",
+        ),
+    ] = "ft",
+    opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--opt", help="Method option NAME=VALUE; repeatable.", rich_help_panel="Method"
+        ),
+    ] = None,
+    source_z: Annotated[
+        str | None, typer.Option(help="Source slices START:STOP to train on.", rich_help_panel=D)
+    ] = None,
+    target_z: Annotated[
+        str | None, typer.Option(help="Target slices START:STOP to adapt on.", rich_help_panel=D)
+    ] = None,
+    target_planes: Annotated[
+        TargetPlanes,
+        typer.Option(
+            help="Target patches from (y, x) slices only, or from all three plane stacks "
+            "(ortho; isotropic volumes such as FIB-SEM, z rows inside --target-z).",
+            rich_help_panel=D,
+        ),
+    ] = TargetPlanes.xy,
+    source_val_z: Annotated[
+        str | None,
+        typer.Option(
+            help="Held-out source slices START:STOP (outside --source-z), scored after "
+            "training with the source's statistics: a model that fails its own source has "
+            "learned a cue real images lack. Needs no target label.",
+            rich_help_panel=D,
+        ),
+    ] = None,
+    foreground: Annotated[
+        float | None,
+        typer.Option(
+            help="Label value of the foreground when labels are not a {0,1}/{0,255} mask.",
+            rich_help_panel=D,
+        ),
+    ] = None,
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(help="Source voxel size Z,Y,X in nm (overrides the file).", rich_help_panel=D),
+    ] = None,
+    amplitude_mix: Annotated[
+        float,
+        typer.Option(
+            help="Give source patches a target patch's Fourier amplitude spectrum, mixed in "
+            "with a weight ~ U(0, A) (its look; the source's structure stays); 0 = off.",
+            rich_help_panel=T,
+        ),
+    ] = 0.0,
+    base_channels: Annotated[
+        int, typer.Option(help="U-Net feature maps at the first level.", rich_help_panel="Model")
+    ] = 16,
+    depth: Annotated[
+        int, typer.Option(help="U-Net levels before the bottleneck.", rich_help_panel="Model")
+    ] = 4,
+    lower_percentile: Annotated[
+        float, typer.Option(help="Intensity percentile mapped to 0.", rich_help_panel="Model")
+    ] = 1.0,
+    upper_percentile: Annotated[
+        float, typer.Option(help="Intensity percentile mapped to 1.", rich_help_panel="Model")
+    ] = 99.0,
+    **options,
+) -> None:
+    """Train a model on a labelled source and an unlabelled target with a DA method."""
+    from emda import api
+    from emda.data.normalization import Normalization
+    from emda.io.volume import parse_voxel_size
+    from emda.methods.options import options_to_dict
+    from emda.model import UNetConfig
+    from emda.training.adapt import VolumeSpec, resolve_method
+
+    device = setup(options["device"], options["threads"])
+    chosen = resolve_method(method, opt or [])
+    config = train_config(options, amplitude_mix=amplitude_mix, target_planes=target_planes.value)
+    try:
+        model = UNetConfig(base_channels=base_channels, depth=depth)
+    except ValueError as exc:
+        raise EmdaError(f"--base-channels/--depth: {exc}") from None
+    settings = resolved(ctx)
+    settings["opt"] = options_to_dict(chosen.options)
+    summary = api.adapt(
+        VolumeSpec(source, source_labels, source_z, parse_voxel_size(voxel_size), foreground),
+        VolumeSpec(target, None, target_z) if target else None,
+        out,
+        method=chosen,
+        config=config,
+        model=model,
+        normalization=Normalization(lower_percentile, upper_percentile),
+        target_bn=target_bn,
+        source_val_z=source_val_z,
+        device=device,
+        overwrite=options["overwrite"],
+        resume=options["resume"],
+        show_progress=not options["quiet"],
+        resolved_config=settings,
+    )
+    report_run(summary)
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+@with_options(training_options(500, 1e-4), general_options())
+def finetune(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="Run directory (or checkpoint.pt) to start from.")],
+    target: Annotated[str, typer.Option(help="Target raw volume.", rich_help_panel=D)],
+    target_labels: Annotated[
+        str,
+        typer.Option(
+            help="Target labels (only the chosen fraction of slices is used).", rich_help_panel=D
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New run directory.", rich_help_panel=D)],
+    fraction: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of the target's labelled z-slices to train on, in (0, 1]; slices "
+            "are drawn by a permutation seeded with --seed.",
+            rich_help_panel=D,
+        ),
+    ] = 1.0,
+    target_z: Annotated[
+        str | None,
+        typer.Option(
+            help="Target slices START:STOP the fraction is drawn from.", rich_help_panel=D
+        ),
+    ] = None,
+    foreground: Annotated[
+        float | None,
+        typer.Option(help="Foreground label value if not a {0,1}/{0,255} mask.", rich_help_panel=D),
+    ] = None,
+    **options,
+) -> None:
+    """Continue a run on a fraction of the target labels (works after any method)."""
+    from emda import api
+    from emda.training.adapt import VolumeSpec
+
+    summary = api.finetune(
+        run,
+        VolumeSpec(target, target_labels, target_z, None, foreground),
+        out,
+        fraction=fraction,
+        config=train_config(options),
+        device=setup(options["device"], options["threads"]),
+        overwrite=options["overwrite"],
+        resume=options["resume"],
+        show_progress=not options["quiet"],
+        resolved_config=resolved(ctx),
+    )
+    report_run(summary)
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def recalibrate(
+    run: Annotated[Path, typer.Argument(help="Run directory (or checkpoint.pt) to start from.")],
+    target: Annotated[str, typer.Option(help="Unlabelled target raw volume.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    target_z: Annotated[
+        str | None, typer.Option(help="Target slices START:STOP to estimate statistics on.")
+    ] = None,
+    batches: Annotated[
+        int, typer.Option(help="Batches of target patches to average the statistics over.")
+    ] = 100,
+    device: DeviceOpt = DeviceChoice.auto,
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Re-estimate a model's batch-norm statistics on a target (AdaBN): no training, no labels.
+
+    The step `adapt` ends with by default, for any finished run, e.g. a model trained
+    elsewhere that now meets a new microscope.
+    """
+    from emda import api
+    from emda.training.adapt import VolumeSpec
+
+    done = api.recalibrate(
+        run, VolumeSpec(target, None, target_z), out, batches=batches,
+        device=setup(device, threads), overwrite=overwrite,
+    )  # fmt: skip
+    console.print(f"recalibrated model written to {done / 'checkpoint.pt'}")

@@ -1,0 +1,125 @@
+"""Score predictions (probabilities or masks) against a ground-truth mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emda.errors import EmdaError
+from emda.evaluation.metrics import Confusion
+from emda.io.volume import Volume, open_volume, to_foreground
+from emda.io.writer import COMPLETE_ATTR
+
+
+@dataclass
+class Evaluation:
+    prediction: str
+    truth: str
+    threshold: float
+    z_range: tuple[int, int]
+    total: Confusion
+    per_slice: list[tuple[int, Confusion]] = field(default_factory=list)
+
+    def to_dict(self, per_slice: bool = False) -> dict:
+        out = {
+            "prediction": self.prediction,
+            "truth": self.truth,
+            "threshold": self.threshold,
+            "z_range": list(self.z_range),
+            **self.total.scores(),
+            "tp": self.total.tp,
+            "fp": self.total.fp,
+            "fn": self.total.fn,
+            "tn": self.total.tn,
+        }
+        if per_slice:
+            out["per_slice"] = [{"z": z, **c.scores()} for z, c in self.per_slice]
+        return out
+
+
+def parse_z_range(text: str | None, depth: int, option: str = "--z-range") -> tuple[int, int]:
+    """``"13:20"`` -> (13, 20), half-open like Python slices; None -> whole stack."""
+    if text is None or text.strip() == "":
+        return 0, depth
+    start_s, sep, stop_s = text.partition(":")
+    try:
+        start = int(start_s) if start_s.strip() else 0
+        stop = int(stop_s) if stop_s.strip() else depth
+    except ValueError:
+        raise EmdaError(f"{option} {text}: expected START:STOP, e.g. 13:20") from None
+    if not sep or not 0 <= start < stop <= depth:
+        raise EmdaError(
+            f"{option} {text}: expected START:STOP with 0 <= START < STOP <= {depth} (z size)"
+        )
+    return start, stop
+
+
+def prediction_kind(volume: Volume) -> str:
+    """'mask' or 'probability'. Integers with max <= 1 are masks, other integers are
+    probabilities scaled to 0-255 (which also reads {0, 255} masks correctly);
+    floats are probabilities in [0, 1]."""
+    if volume.dtype.kind == "f":
+        return "probability"
+    if volume.dtype.kind == "b":
+        return "mask"
+    attrs = getattr(volume.array, "attrs", None)
+    if attrs is not None and dict(attrs).get("emda_kind") in ("mask", "probability"):
+        return dict(attrs)["emda_kind"]
+    peak = max(int(np.max(volume.read(z))) for z in range(volume.shape[0]))
+    return "mask" if peak <= 1 else "probability"
+
+
+def check_threshold(threshold: float) -> None:
+    if not 0 <= threshold <= 1:
+        raise EmdaError(f"--threshold {threshold}: must be in [0, 1]")
+
+
+def binarize(block: np.ndarray, kind: str, threshold: float, source: str) -> np.ndarray:
+    if kind == "mask":
+        return block.astype(bool)
+    if block.dtype.kind == "f":
+        if not np.all(np.isfinite(block)):
+            raise EmdaError(f"{source}: prediction contains NaN or Inf values")
+        return block >= threshold
+    return block.astype(np.float32) / 255.0 >= threshold
+
+
+def evaluate(
+    prediction: Volume,
+    truth: Volume,
+    threshold: float = 0.5,
+    z_range: str | None = None,
+    foreground: float | None = None,
+) -> Evaluation:
+    check_threshold(threshold)
+    if prediction.shape != truth.shape:
+        raise EmdaError(
+            f"{prediction.path}: shape {prediction.shape} differs from ground truth "
+            f"{truth.path} shape {truth.shape}"
+        )
+    attrs = getattr(prediction.array, "attrs", None)
+    if attrs is not None and dict(attrs).get(COMPLETE_ATTR) is False:
+        raise EmdaError(f"{prediction.path}: prediction is incomplete (interrupted write)")
+    start, stop = parse_z_range(z_range, truth.shape[0])
+    kind = prediction_kind(prediction)
+    per_slice = []
+    for z in range(start, stop):
+        pred = binarize(prediction.read(z), kind, threshold, prediction.path)
+        gt = to_foreground(truth.read(z), truth.path, foreground)
+        per_slice.append((z, Confusion.of(pred, gt)))
+    total = sum((c for _, c in per_slice), Confusion())
+    return Evaluation(prediction.path, truth.path, threshold, (start, stop), total, per_slice)
+
+
+def evaluate_many(
+    predictions: list[str],
+    truth: str,
+    threshold: float = 0.5,
+    z_range: str | None = None,
+    foreground: float | None = None,
+    key: str | None = None,
+    truth_key: str | None = None,
+) -> list[Evaluation]:
+    gt = open_volume(truth, truth_key)
+    return [evaluate(open_volume(p, key), gt, threshold, z_range, foreground) for p in predictions]

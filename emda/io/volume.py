@@ -1,0 +1,372 @@
+"""Read and write 3D volumes (z, y, x): multi-page TIFF and zarr (v2 and v3 stores).
+
+Zarr arrays stay on disk and are read a block at a time; TIFF stacks are read
+whole (they are compressed page by page, so there is nothing to slice lazily).
+A 2D image is a volume with z = 1. Addresses look like ``raw.tif``,
+``volume.zarr`` (an array at the root), ``volume.zarr/raw`` or
+``volume.zarr`` with ``key="raw"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emda.errors import EmdaError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
+VoxelSize = tuple[float, float, float]  # (z, y, x) in nm
+
+_UNIT_TO_NM = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "\\u00b5m": 1e3,
+    "micron": 1e3,
+    "micrometer": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+}
+
+
+@dataclass
+class Volume:
+    """A (z, y, x) array that may live on disk; index it like a numpy array."""
+
+    array: Any  # numpy.ndarray or zarr.Array with 2 or 3 dimensions
+    path: str
+    voxel_size: VoxelSize | None = None
+    #: applied to every block read (e.g. label values -> {0, 1} mask)
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.array.ndim not in (2, 3):
+            raise EmdaError(
+                f"{self.path}: expected a 2D image or 3D volume (z, y, x), "
+                f"got {self.array.ndim} dimensions with shape {tuple(self.array.shape)}"
+            )
+        if 0 in self.array.shape:
+            raise EmdaError(f"{self.path}: volume is empty (shape {tuple(self.array.shape)})")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = tuple(int(n) for n in self.array.shape)
+        return (1, *s) if len(s) == 2 else s  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def lazy(self) -> bool:
+        return not isinstance(self.array, np.ndarray)
+
+    def read(self, z: int | slice = slice(None), y: slice = slice(None), x: slice = slice(None)):
+        """Read a block as a numpy array; ``z`` an int gives a 2D slice."""
+        if self.array.ndim == 2:
+            block = np.asarray(self.array[y, x])[None][z]
+        else:
+            block = np.asarray(self.array[z, y, x])
+        return block if self.transform is None else self.transform(block)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if not isinstance(index, tuple):
+            index = (index,)
+        return self.read(*index)
+
+    def permuted(self, axes: tuple[int, int, int]) -> Volume:
+        """The volume with its axes reordered (``(1, 0, 2)``: slices along y, each a
+        (z, x) plane), read lazily; voxel sizes follow their axes."""
+        if tuple(axes) == (0, 1, 2):
+            return self
+        if self.array.ndim != 3:
+            raise EmdaError(f"{self.path}: a 2D image has no planes other than (y, x)")
+        voxel = None if self.voxel_size is None else tuple(self.voxel_size[a] for a in axes)
+        return Volume(permute(self.array, axes), self.path, voxel, self.transform)  # type: ignore[arg-type]
+
+
+class PermutedArray:
+    """A 3D array (zarr or numpy) seen with its axes reordered; indexing reads only the
+    region asked for, so a transposed zarr array stays on disk."""
+
+    ndim = 3
+    #: a single plane is read as part of a slab of this many, kept for the next planes: a
+    #: (z, x) plane of a volume chunked by z-slices would otherwise decompress every chunk
+    SLAB = 32
+
+    def __init__(self, array: Any, axes: tuple[int, int, int]) -> None:
+        self.array, self.axes = array, tuple(axes)
+        self._slab: tuple[tuple, np.ndarray] | None = None  # (what was read, the data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[a] for a in self.axes)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        index = index + (slice(None),) * (3 - len(index))
+        if isinstance(index[0], (int, np.integer)):
+            plane = int(index[0]) % self.shape[0]
+            start = plane - plane % self.SLAB
+            key = (start, *(_hashable(i) for i in index[1:]))
+            slab = self._slab  # one read of the attribute: threads may replace it
+            if slab is None or slab[0] != key:
+                stop = min(start + self.SLAB, self.shape[0])
+                slab = (key, self._read((slice(start, stop), *index[1:])))
+                self._slab = slab
+            return slab[1][plane - start]
+        return self._read(index)
+
+    def _read(self, index: tuple) -> np.ndarray:
+        source: list = [slice(None)] * 3
+        for view_axis, axis in enumerate(self.axes):
+            source[axis] = index[view_axis]
+        block = np.asarray(self.array[tuple(source)])
+        # the block's axes are the kept source axes in source order; put them in view order
+        kept = [a for a in self.axes if isinstance(source[a], slice)]
+        order = sorted(kept)
+        return block.transpose([order.index(a) for a in kept])
+
+
+def _hashable(index):
+    return (index.start, index.stop, index.step) if isinstance(index, slice) else index
+
+
+def permute(array: Any, axes: tuple[int, int, int]) -> Any:
+    """``array`` seen with ``axes`` reordered: a numpy view, or a lazy :class:`PermutedArray`."""
+    if isinstance(array, np.ndarray):
+        return array.transpose(axes)
+    return PermutedArray(array, axes)
+
+
+def split_address(path: str | os.PathLike, key: str | None = None) -> tuple[Path, str | None]:
+    """``a/b.zarr/raw/s0`` -> (``a/b.zarr``, ``raw/s0``); TIFF paths pass through."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        if part.endswith(ZARR_SUFFIXES):
+            inner = "/".join(parts[i + 1 :]) or None
+            keys = [k for k in (inner, key) if k]
+            return Path(*parts[: i + 1]), "/".join(keys) or None
+    return Path(path), key
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    store, _ = split_address(path)
+    return store.name.endswith(ZARR_SUFFIXES)
+
+
+def open_volume(
+    path: str | os.PathLike, key: str | None = None, voxel_size: VoxelSize | None = None
+) -> Volume:
+    """Open a volume for reading; ``voxel_size`` (nm) overrides the file's metadata."""
+    store, key = split_address(path, key)
+    if is_zarr(store):
+        volume = _open_zarr(store, key, path)
+    elif store.suffix.lower() in TIFF_SUFFIXES:
+        if key:
+            raise EmdaError(f"{path}: --key applies to zarr stores only, not TIFF")
+        volume = _open_tiff(store)
+    else:
+        raise EmdaError(
+            f"{path}: unsupported file type '{store.suffix or store.name}' "
+            f"(use .tif/.tiff or a .zarr store)"
+        )
+    if voxel_size is not None:
+        volume.voxel_size = tuple(float(v) for v in voxel_size)  # type: ignore[assignment]
+    return volume
+
+
+def _open_tiff(path: Path) -> Volume:
+    import tifffile
+
+    if not path.is_file():
+        raise EmdaError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            array = tif.asarray()
+            voxel = _tiff_voxel_size(tif)
+    except EmdaError:
+        raise
+    except Exception as exc:
+        raise EmdaError(f"{path}: not a readable TIFF ({_short(exc)})") from None
+    array = np.squeeze(array) if array.ndim > 3 else array
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
+        raise EmdaError(f"{path}: looks like an RGB image; convert it to greyscale first")
+    return Volume(array, str(path), voxel)
+
+
+def _tiff_voxel_size(tif) -> VoxelSize | None:
+    """From ImageJ metadata (unit, spacing) and the X/YResolution tags."""
+    ij = tif.imagej_metadata or {}
+    unit = str(ij.get("unit", "")).strip().lower()
+    scale = _UNIT_TO_NM.get(unit)
+    if scale is None:
+        return None
+    tags = tif.pages[0].tags
+
+    def size(tag: str) -> float | None:
+        if tag not in tags:
+            return None
+        num, den = tags[tag].value
+        return den / num * scale if num else None
+
+    y, x = size("YResolution"), size("XResolution")
+    if y is None or x is None:
+        return None
+    z = float(ij.get("spacing", 1.0)) * scale
+    return (round(z, 6), round(y, 6), round(x, 6))
+
+
+def _open_zarr(store: Path, key: str | None, address) -> Volume:
+    import zarr
+
+    if not store.exists():
+        raise EmdaError(f"{store}: no such zarr store")
+    try:
+        node = zarr.open(str(store), mode="r", path=key) if key else zarr.open(str(store), mode="r")
+    except Exception as exc:
+        where = f"key '{key}' in {store}" if key else str(store)
+        raise EmdaError(f"{where}: no zarr array or group there ({_short(exc)})") from None
+    voxel = None
+    if isinstance(node, zarr.Group):
+        node, voxel = _array_in_group(node, address)
+    voxel = _zarr_voxel_size(node.attrs) or voxel
+    return Volume(node, str(address), voxel)
+
+
+def _array_in_group(group, address):
+    """A multiscale (OME-Zarr) group opens at full resolution; others need a key."""
+    ms = _multiscales(group.attrs)
+    if ms:
+        first = ms[0]["datasets"][0]
+        return group[first["path"]], _scale_from_transforms(first, ms[0].get("axes"))
+    arrays = sorted(name for name, _ in group.arrays())
+    raise EmdaError(
+        f"{address}: is a zarr group, not an array; name one as {address}/NAME or with --key "
+        f"(arrays here: {', '.join(arrays) or 'none'})"
+    )
+
+
+def _multiscales(attrs) -> list:
+    attrs = dict(attrs)
+    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or []
+
+
+def _scale_from_transforms(dataset: dict, axes) -> VoxelSize | None:
+    for t in dataset.get("coordinateTransformations", []):
+        if t.get("type") == "scale" and len(t["scale"]) >= 2:
+            scale = [float(s) for s in t["scale"]][-3:]
+            unit = "nm"
+            if axes:
+                unit = (
+                    str(axes[-1].get("unit", "nanometer")) if isinstance(axes[-1], dict) else unit
+                )
+            factor = _UNIT_TO_NM.get(unit.lower(), 1.0)
+            scale = [s * factor for s in scale]
+            return tuple([1.0] * (3 - len(scale)) + scale)  # type: ignore[return-value]
+    return None
+
+
+def _zarr_voxel_size(attrs) -> VoxelSize | None:
+    value = dict(attrs).get("voxel_size")
+    if isinstance(value, list | tuple) and len(value) == 3:
+        return tuple(float(v) for v in value)  # type: ignore[return-value]
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# --- labels -----------------------------------------------------------------
+
+
+def to_foreground(block: np.ndarray, source: str, foreground: float | None = None) -> np.ndarray:
+    """Binary mask (uint8 {0, 1}) from a label block.
+
+    {0, 1} and {0, 255} are masks as they are; anything else needs ``foreground``.
+    """
+    if foreground is not None:
+        return (block == foreground).astype(np.uint8)
+    values = np.unique(block)
+    if np.all(np.isin(values, (0, 1))):
+        return block.astype(np.uint8, copy=False)
+    if np.all(np.isin(values, (0, 255))):
+        return (block > 0).astype(np.uint8)
+    shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+    raise EmdaError(
+        f"{source}: labels hold values {{{shown}}}; expected a mask of {{0, 1}} or {{0, 255}}. "
+        f"Name the foreground with --foreground VALUE"
+    )
+
+
+def read_labels(
+    path: str | os.PathLike, key: str | None = None, foreground: float | None = None
+) -> Volume:
+    """Open a label volume as a {0, 1} mask.
+
+    TIFF labels are converted in memory. Zarr labels stay on disk: every slice is
+    checked once (one slice in memory at a time) and converted as it is read.
+    """
+    volume = open_volume(path, key)
+    if not volume.lazy:
+        return Volume(
+            to_foreground(volume.read(), volume.path, foreground), volume.path, volume.voxel_size
+        )
+    for z in range(volume.shape[0]):
+        to_foreground(volume.read(z), volume.path, foreground)
+    return Volume(
+        volume.array,
+        volume.path,
+        volume.voxel_size,
+        transform=lambda block: to_foreground(block, volume.path, foreground),
+    )
+
+
+def parse_voxel_size(text: str | None) -> VoxelSize | None:
+    """``"50,4.6,4.6"`` (z, y, x in nm) -> tuple; a single number means isotropic."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise EmdaError(f"--voxel-size {text}: expected Z,Y,X in nm, e.g. 50,4.6,4.6") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise EmdaError(f"--voxel-size {text}: expected three positive numbers Z,Y,X in nm")
+    return (values[0], values[1], values[2])
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--output") -> None:
+    """Fail early, before any work, if ``path`` cannot or must not be written."""
+    store, key = split_address(path)
+    suffix = store.suffix.lower()
+    if not (is_zarr(store) or suffix in TIFF_SUFFIXES):
+        raise EmdaError(f"{option} {path}: unsupported output type (use .tif/.tiff or .zarr)")
+    target = store / key if key else store
+    if target.exists() and not overwrite:
+        raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    parent = store.parent if not key else store if store.exists() else store.parent
+    parent = parent if str(parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise EmdaError(f"{option} {path}: {parent} is not a directory")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise EmdaError(f"{option} {path}: directory {parent} is not writable")
+    if not parent.exists():
+        raise EmdaError(f"{option} {path}: directory {parent} does not exist")

@@ -1,0 +1,268 @@
+"""Write volumes so that nothing half-written ever appears under an output's name.
+
+:class:`VolumeWriter` writes block by block into a partial zarr array beside the
+output and turns it into the output (TIFF, zarr or OME-Zarr) only on ``commit``;
+:func:`all_or_nothing` commits a group of writers together or removes them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emda.errors import EmdaError
+from emda.io.volume import VoxelSize, check_output, is_zarr, split_address
+
+PARTIAL_SUFFIX = ".emda-partial"
+DONE_NAME = "emda_done.txt"
+JOB_ATTR = "emda_job"
+COMPLETE_ATTR = "emda_complete"
+
+
+class VolumeWriter:
+    """Write a volume block by block; it appears at ``path`` only when complete.
+
+    Slices go to a partial zarr array next to the output (``out.emda-partial.zarr``
+    for ``out.zarr``, ``out.tif.emda-partial.zarr`` for ``out.tif``) and every
+    finished slice is recorded in it. :meth:`commit` turns the partial array into the
+    output (rename for zarr, one TIFF write otherwise), so an interrupted write never
+    leaves anything under the final name. An interrupted writer keeps its partial
+    array; a new writer for the same ``job`` with ``resume`` reopens it and
+    :attr:`done` lists the slices it need not write again. A partial array made for
+    another job is never reused.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple[int, int, int],
+        dtype,
+        voxel_size: VoxelSize | None = None,
+        overwrite: bool = False,
+        chunks: tuple[int, int, int] | None = None,
+        attrs: dict | None = None,
+        job: dict | None = None,
+        resume: bool = False,
+        pyramid: int = 0,
+    ) -> None:
+        check_output(path, overwrite)
+        self.path = Path(path)
+        self.store, self.key = split_address(path)
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.voxel_size = voxel_size
+        self.attrs = dict(attrs or {})
+        self.job = json.loads(json.dumps(job or {}))  # as it reads back from JSON
+        self.tiff = not is_zarr(self.store)
+        # an OME-Zarr (NGFF 0.5) image: a group holding level "0" and ``pyramid`` levels
+        # below it, each half the size in y and x
+        self.ome = not self.tiff and not self.key and self.store.name.lower().endswith(".ome.zarr")
+        self.pyramid = pyramid
+        if pyramid and not self.ome:
+            raise EmdaError(f"--pyramid {pyramid}: needs an .ome.zarr output, not {path}")
+        if self.tiff:
+            self._final = self.store
+            self.partial = self.store.with_name(self.store.name + PARTIAL_SUFFIX + ".zarr")
+        else:
+            self._final = self.store / self.key if self.key else self.store
+            # stays a readable zarr address: out.zarr -> out.emda-partial.zarr, g.zarr/p -> p.…
+            name = self._final.name
+            name = (f"{self._final.stem}{PARTIAL_SUFFIX}{self._final.suffix}" if not self.key
+                    else name + PARTIAL_SUFFIX)  # fmt: skip
+            self.partial = self._final.with_name(name)
+        self.done: set[str] = set()  # keys of finished blocks (a slice's is its z)
+        if self.partial.exists():
+            if resume and self._same_job():
+                self._array = self._open_partial()
+                self.done = self._read_done()
+                return
+            if resume:
+                raise EmdaError(
+                    f"{self.path}: the interrupted output {self.partial} was made with other "
+                    "settings or inputs; pass --overwrite to start over"
+                )
+            if not overwrite:
+                raise EmdaError(
+                    f"{self.path}: an interrupted output exists ({self.partial}); pass "
+                    "--resume to continue it or --overwrite to start over"
+                )
+            _remove(self.partial)
+        self._array = self._create_partial(chunks)
+
+    def _same_job(self) -> bool:
+        try:
+            attrs = dict(self._open_partial().attrs)
+        except Exception:
+            return False
+        return attrs.get(JOB_ATTR) == self.job and tuple(attrs.get("shape", ())) == self.shape
+
+    def _open_partial(self):
+        import zarr
+
+        return zarr.open_array(str(self.partial), mode="r+")
+
+    def _create_partial(self, chunks):
+        import zarr
+
+        fmt = 3
+        if self.key:  # keep the format of the group the output goes into
+            parent = self._final.parent
+            if parent.exists() and (parent / ".zgroup").exists():
+                fmt = 2
+            elif not parent.exists() or not (parent / "zarr.json").exists():
+                zarr.open_group(str(parent), mode="a", zarr_format=3)
+        _, y, x = self.shape
+        chunks = chunks or (1, min(y, 1024), min(x, 1024))
+        attrs = {**self.attrs, COMPLETE_ATTR: False, JOB_ATTR: self.job, "shape": self.shape}
+        if self.voxel_size is not None:
+            attrs["voxel_size"] = list(self.voxel_size)
+        return zarr.create_array(
+            store=str(self.partial),
+            shape=self.shape,
+            chunks=chunks,
+            dtype=self.dtype,
+            zarr_format=fmt,
+            attributes=attrs,
+            **({"dimension_names": ["z", "y", "x"]} if fmt == 3 else {}),
+        )
+
+    def _read_done(self) -> set[str]:
+        path = self.partial / DONE_NAME
+        if not path.exists():
+            return set()
+        # a kill during an append can leave a cut-off last line: only whole lines count
+        text = path.read_text()
+        lines = text.split("\n") if text.endswith("\n") else text.split("\n")[:-1]
+        return {line.strip() for line in lines if line.strip()}
+
+    @property
+    def array(self):
+        """The partial zarr array that blocks are written into."""
+        return self._array
+
+    def write(self, z: int | slice, block: np.ndarray) -> None:
+        self._array[z] = block
+
+    def mark_done(self, key: str | int) -> None:
+        """Record block ``key`` (a slice's z) as written, after its data is in place."""
+        with open(self.partial / DONE_NAME, "a") as fh:
+            fh.write(f"{key}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done.add(str(key))
+
+    def commit(self) -> None:
+        if self.tiff:
+            self._commit_tiff()
+            _remove(self.partial)
+            return
+        attrs = dict(self._array.attrs)
+        for name in (JOB_ATTR, "shape"):
+            attrs.pop(name, None)
+        attrs[COMPLETE_ATTR] = True
+        self._array.attrs.put(attrs)
+        done = self.partial / DONE_NAME
+        if done.exists():
+            done.unlink()
+        if self.ome:
+            self._commit_ome(attrs)
+            return
+        if self._final.exists():
+            _remove(self._final)
+        os.replace(self.partial, self._final)
+
+    def _commit_ome(self, attrs: dict) -> None:
+        from emda.io.ome import write_multiscale_group
+
+        tmp = self._final.with_name(self._final.name + f".emda-tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.mkdir()
+            os.replace(self.partial, tmp / "0")
+            write_multiscale_group(tmp, self.pyramid, self.voxel_size, attrs, self._final.name)
+            if self._final.exists():
+                _remove(self._final)
+            os.replace(tmp, self._final)
+        finally:
+            if tmp.exists():
+                _remove(tmp)
+
+    def _commit_tiff(self) -> None:
+        import tifffile
+
+        tmp = self.store.with_name(self.store.name + f".emda-tmp-{uuid.uuid4().hex[:8]}")
+        kwargs: dict[str, Any] = {"compression": "zlib"}
+        if self.voxel_size is not None:
+            vz, vy, vx = self.voxel_size
+            kwargs.update(resolution=(1 / vx, 1 / vy), resolutionunit="NONE")
+            meta = {"axes": "ZYX", "spacing": vz, "unit": "nm"}
+        else:
+            meta = {"axes": "ZYX"}
+        try:
+            with open(tmp, "wb") as fh:
+                # page by page from the partial array: memory holds one slice, not the volume
+                pages = (self._array[z] for z in range(self.shape[0]))
+                tifffile.imwrite(fh, data=pages, shape=self.shape, dtype=self.dtype,
+                                 imagej=_imagej_ok(self.dtype), metadata=meta,
+                                 **kwargs)  # fmt: skip
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.store)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def abort(self, keep: bool = True) -> None:
+        """Drop the partial output, unless ``keep`` and some slice of it is finished (then
+        it stays for ``resume``)."""
+        if not (keep and self.done) and self.partial.exists():
+            _remove(self.partial)
+
+    def __enter__(self) -> VolumeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _imagej_ok(dtype: np.dtype) -> bool:
+    return dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def write_volume(path, data: np.ndarray, voxel_size: VoxelSize | None = None, **kw) -> None:
+    """Write a whole in-memory volume (2D arrays are stored with z = 1)."""
+    data = data[None] if data.ndim == 2 else data
+    writer = VolumeWriter(path, data.shape, data.dtype, voxel_size, **kw)
+    with all_or_nothing(writer):
+        writer.write(slice(None), data)
+
+
+@contextmanager
+def all_or_nothing(*writers: VolumeWriter | None) -> Iterator[None]:
+    """Commit every writer when the block finishes; on any failure (an interrupt too)
+    remove every partial output. For commands that are cheap to redo, so an
+    interrupted run keeps nothing to resume."""
+    chosen = [w for w in writers if w is not None]
+    try:
+        yield
+        for writer in chosen:
+            writer.commit()
+    except BaseException:
+        for writer in chosen:
+            writer.abort(keep=False)
+        raise

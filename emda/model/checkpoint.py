@@ -1,0 +1,137 @@
+"""Checkpoints: weights plus everything needed to use them, saved atomically.
+
+A checkpoint is a plain dict of tensors and JSON-like values, so it loads with
+``torch.load(..., weights_only=True)``: opening a downloaded checkpoint never
+runs code from it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emda import __version__
+from emda.data.normalization import IntensityRange, Normalization
+from emda.errors import EmdaError
+from emda.model import UNet, UNetConfig
+
+FORMAT = "emda-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model_config: UNetConfig
+    state_dict: dict[str, torch.Tensor]
+    normalization: Normalization
+    source_range: IntensityRange
+    voxel_size: tuple[float, float, float] | None
+    method: str
+    method_options: dict[str, Any]
+    iteration: int = 0
+    training: dict[str, Any] = field(default_factory=dict)
+    heads: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    emda_version: str = __version__
+
+    def build_model(self) -> UNet:
+        model = UNet(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "emda_version": self.emda_version,
+            "model_config": self.model_config.to_dict(),
+            "state_dict": self.state_dict,
+            "normalization": {
+                "lower_percentile": self.normalization.lower_percentile,
+                "upper_percentile": self.normalization.upper_percentile,
+                "source_low": self.source_range.low,
+                "source_high": self.source_range.high,
+            },
+            "voxel_size": list(self.voxel_size) if self.voxel_size else None,
+            "method": self.method,
+            "method_options": self.method_options,
+            "iteration": self.iteration,
+            "training": self.training,
+            "heads": self.heads,
+        }
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write to a temporary sibling, fsync, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> None:
+    atomic_torch_save(checkpoint.to_dict(), path)
+
+
+def load_raw(path: str | os.PathLike) -> dict[str, Any]:
+    """torch.load with weights_only=True and one-line errors for every failure."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise EmdaError(f"{path}: no such checkpoint")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise EmdaError(
+                f"{path}: refused to load: the file contains objects that could run code "
+                f"(only plain weights are accepted)"
+            ) from None
+        raise EmdaError(f"{path}: not a valid checkpoint ({first})") from None
+    except Exception as exc:  # torch.load fails in many ways on files that are not its own
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmdaError(f"{path}: corrupted or truncated checkpoint ({first})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise EmdaError(f"{path}: not an emda checkpoint")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise EmdaError(
+            f"{path}: checkpoint format {data.get('format_version')} written by emda "
+            f"{data.get('emda_version')} cannot be read by emda {__version__} "
+            f"(format {FORMAT_VERSION})"
+        )
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    data = load_raw(path)
+    try:
+        norm = data["normalization"]
+        return Checkpoint(
+            model_config=UNetConfig(**data["model_config"]),
+            state_dict=data["state_dict"],
+            normalization=Normalization(norm["lower_percentile"], norm["upper_percentile"]),
+            source_range=IntensityRange(norm["source_low"], norm["source_high"]),
+            voxel_size=tuple(data["voxel_size"]) if data.get("voxel_size") else None,
+            method=data["method"],
+            method_options=data.get("method_options", {}),
+            iteration=data.get("iteration", 0),
+            training=data.get("training", {}),
+            heads=data.get("heads", {}),
+            emda_version=data.get("emda_version", "unknown"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EmdaError(f"{path}: incomplete emda checkpoint (missing {exc})") from None
