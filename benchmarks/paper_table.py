@@ -12,7 +12,7 @@ Every run is keyed by a hash of its full configuration; its result lands in
 already have a result, so an interrupted benchmark picks up where it stopped.
 Work files (checkpoints, predictions) go to ``benchmarks/work/<profile>/<key>/``.
 
-Protocol (see benchmarks/README.md): no target-test label is used for any choice;
+Protocol (benchmarks/README.md): no target-test label is used for any choice;
 every method gets the same network, patch size, batch, iteration budget and
 augmentation; the last checkpoint is scored (no selection) at threshold 0.5.
 """
@@ -101,6 +101,10 @@ def method_options(method: str, assignments: list[str]) -> dict:
     from emda.methods.options import options_to_dict
     from emda.training.adapt import resolve_method
 
+    if method in RETIRED_METHODS:  # its recorded rows stay in the table; none can train
+        if assignments:
+            sys.exit(f"error: method '{method}' was removed from emda; its rows cannot be rerun")
+        return dict(RETIRED_METHODS[method])
     try:
         options = options_to_dict(resolve_method(method, assignments).options)
     except EmdaError as exc:
@@ -112,6 +116,8 @@ def method_options(method: str, assignments: list[str]) -> dict:
 # Options emda removed, with the value that is now the method's only behaviour: rows
 # keep them in their key (so recorded rows keep their keys) but emda is never given them.
 RETIRED_OPTIONS = {"dann": {"classifier": "conv", "condition": "none"}}
+# Methods emda removed, with the options their recorded rows trained with.
+RETIRED_METHODS = {"outadv": {"weight": 0.1, "width": 32, "gamma": 10.0, "schedule": True}}
 
 
 # training augmentation a row may change with `run --augment NAME=VALUE`; every other row
@@ -671,13 +677,13 @@ def _label_share(setting: str) -> float:
 
 
 def _update_readme(profile: str, table: str, out: Path) -> None:
-    """Put the table and links to the figures between the README's markers for the profile."""
-    readme = REPO / "README.md"
+    """Put the table and links to the figures between the results page's markers."""
+    readme = REPO / "docs" / "results.md"
     start, end = f"<!-- paper-table:{profile}:start -->", f"<!-- paper-table:{profile}:end -->"
     text = readme.read_text()
     if start not in text or end not in text:
         return
-    rel = out.relative_to(REPO)
+    rel = Path("..") / out.relative_to(REPO)
     figures = sorted(out.glob("*.png"))
     block = (
         f"{start}\n"

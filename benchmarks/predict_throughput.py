@@ -32,12 +32,12 @@ import torch
 
 from emda import __version__
 from emda.data.normalization import Normalization
+from emda.inference.predict import PredictSettings, predict
 from emda.inference.sliding_window import tile_starts
 from emda.io.volume import open_volume
 from emda.io.writer import write_volume
 from emda.model import UNet, UNetConfig
 from emda.model.checkpoint import Checkpoint, save_checkpoint
-from emda.workflows import predict
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "epfl_lucchi_pp" / "test" / "raw.tif"
@@ -47,8 +47,9 @@ TILE, OVERLAP, BATCH = 256, 0.25, 8
 
 def run_emda(ckpt: Path, volume: Path, out: Path) -> float:
     t0 = time.perf_counter()
-    predict(ckpt, str(volume), str(out), None, torch.device("cpu"), tile_size=TILE,
-            overlap=OVERLAP, batch_size=BATCH, blend="gaussian", overwrite=True)  # fmt: skip
+    settings = PredictSettings(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH, blend="gaussian")
+    predict(ckpt, str(volume), str(out), device=torch.device("cpu"), settings=settings,
+            overwrite=True)  # fmt: skip
     return time.perf_counter() - t0
 
 

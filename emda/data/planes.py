@@ -7,10 +7,10 @@ gives each voxel three views with different context and removes the slice-to-sli
 jitter of a purely 2D prediction. For sections much thicker than their pixels (ssTEM,
 SBEM) the other planes are stretched images the network never saw.
 
-Measured on EPFL FIB-SEM (README, "Three planes on isotropic volumes"): it
-helps a network that segments the volume's own (z, x) and (z, y) planes nearly as well
-as its slices (trained on that microscope), and hurts one that does not (trained on
-another microscope: its (z, x) planes are far worse). So slices stay the default.
+Averaging helps a network that segments the volume's own (z, x) and (z, y) planes
+nearly as well as its slices (one trained on that microscope) and hurts one that does
+not (one trained on another microscope, whose (z, x) planes are far worse), so slices
+stay the default (docs/results.md).
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ def ortho_warnings(
 ) -> list[str]:
     """Why averaging the three plane stacks of this volume with this model may not help:
     the volume's voxels are not isotropic, or the model was trained on sections much
-    thicker than their pixels (it never saw an isotropic (z, x) plane; such models lost
-    2-6 IoU points with ``ortho`` on EPFL FIB-SEM, see the module docstring) and not on
-    its target's three planes either (``saw_target_planes``)."""
+    thicker than their pixels (it never saw an isotropic (z, x) plane, see the module
+    docstring) and not on its target's three planes either (``saw_target_planes``)."""
     messages = []
     if not is_isotropic(voxel_size):
         messages.append(
@@ -83,9 +82,8 @@ def resolve_planes(
 
     ``auto`` reads only metadata, no labels: all three stacks when the volume is a 3D
     stack of isotropic voxels and the model (``trained_on``: its checkpoint's voxel size)
-    was trained on isotropic voxels too, the case where averaging gained 4-5 IoU points
-    on EPFL; slices otherwise (anisotropic volume, or a model that never saw a (z, x)
-    plane: there it lost 2-6 points)."""
+    was trained on isotropic voxels too, the case where averaging helps; slices
+    otherwise (an anisotropic volume, or a model that never saw a (z, x) plane)."""
     try:
         choice = Planes(planes)
     except ValueError:

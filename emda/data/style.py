@@ -7,10 +7,9 @@ patch's keeps the source labels valid and shows the network source structures wi
 target's look (FDA, Yang & Soatto, CVPR 2020, swap a low-frequency band; FACT, Xu et
 al., CVPR 2021, mix the whole spectrum with a random weight, which is what this does).
 
-Why the whole spectrum: between EPFL FIB-SEM and Drosophila ssTEM the measured gap is
-texture and sharpness (``benchmarks/domain_gap_probe.py``: VNC's mitochondria carry
-cristae and its images have ~25 % more gradient), i.e. high frequencies, which a
-low-frequency swap would leave alone.
+Why the whole spectrum: between EM microscopes and protocols much of the gap is texture
+and sharpness (cristae, focus, noise), i.e. high frequencies, which a low-frequency
+swap would leave alone.
 """
 
 from __future__ import annotations

@@ -22,10 +22,9 @@ from emda.methods.base import Method
 # Default level weights (lambda_l) of the built-in methods are 0 for the two
 # shallowest levels (edges, texture, contrast: legitimately domain-specific) and
 # grow x3 per level to the bottleneck, where features should be domain-invariant.
-# Their scale was set from the discrepancies measured between EPFL and VNC
-# patches with an FT-trained network (eval-mode features; MMD^2 0.1-0.27 per
-# level, CORAL 1e-3-4e-3, DANN's BCE ~0.69), so that each term starts at roughly
-# 5-25 % of the segmentation loss.
+# Their scale matches each discrepancy's size on the encoder features of a
+# source-trained network (MMD^2 ~0.1-0.3 per level, CORAL ~1e-3, DANN's BCE
+# ln 2), so that each term starts at roughly 5-25 % of the segmentation loss.
 
 #: positions sampled per level and domain for a discrepancy. 256 C-dimensional
 #: samples give a kernel matrix of 512 x 512 (cheap) and a stable covariance

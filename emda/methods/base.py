@@ -85,14 +85,8 @@ class Method:
     uses_target: ClassVar[bool] = True
     #: whether target patches also go through the decoder (costs time); when
     #: False, ``step.target_out.logits`` is None and only features are given.
-    #: Set it on the instance in ``__init__`` when an option decides it (DANN's
-    #: ``condition=prediction``).
+    #: Set it on the instance in ``__init__`` when an option decides it.
     needs_target_logits: ClassVar[bool] = False
-    #: the last fraction of the iterations whose weights ``emda adapt`` averages into the
-    #: saved model when ``--average-weights`` is not given (stochastic weight averaging).
-    #: A method sets it from measured runs (DANN and MMD: 0.5, where averaging gained
-    #: on the benchmark's seeds; FT, CORAL and Y-Net: measured, kept 0).
-    average_weights: ClassVar[float] = 0.0
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -50,8 +50,6 @@ class MethodRegister:
             raise TypeError(f"register.add expects a Method subclass, got {method_cls!r}")
         if not method_cls.name or not method_cls.name.replace("-", "_").isidentifier():
             raise ValueError(f"{method_cls.__name__}.name must be a short identifier")
-        if not 0 <= method_cls.average_weights <= 1:
-            raise ValueError(f"{method_cls.__name__}.average_weights must be in [0, 1]")
         name = method_cls.name
         existing = self._registry.methods.get(name)
         if existing is not None:

@@ -2,9 +2,7 @@
 al. 2018).
 
 Adversarial and self-training runs move the target's features around until the last
-iteration, so which iteration training stops at decides much of the target score (on
-EPFL -> VNC, DANN checkpoints 250 iterations apart in the second half of training differ
-by up to 19 IoU points; benchmarks/FINDINGS.md, "DANN"). The
+iteration, so which iteration training stops at can decide much of the target score. The
 mean of the weights over the last part of training is a point between those
 iterations, chosen without a label. Batch-norm running statistics are averaged with the
 weights; target batch-norm statistics (``emda adapt``'s last step) replace them anyway.
