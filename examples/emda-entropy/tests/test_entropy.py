@@ -6,7 +6,7 @@ import pytest
 import torch
 from emda_entropy import EntropyMinimisation, binary_entropy
 
-from emda.methods.testing import check_method
+from emda.methods import check_method
 
 
 def test_honours_the_emda_method_contract():

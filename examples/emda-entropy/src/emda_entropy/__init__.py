@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emda import Method, hookimpl
+from emda.methods import Method, hookimpl
 
 
 @dataclass
