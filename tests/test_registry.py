@@ -132,24 +132,3 @@ def test_plugins_can_be_disabled(install_plugin, monkeypatch):
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(EmdaError, match=r"--method nope: unknown method \(available: .*ft"):
         load_registry().get("nope")
-
-
-def test_a_method_default_outside_0_1_is_reported_as_the_plugins_failure(install_plugin):
-    install_plugin(
-        "emda_test_bad_average",
-        """
-        from emda import Method, hookimpl
-
-        class Averages(Method):
-            name = "averages"
-            average_weights = 2.0
-
-        @hookimpl
-        def emda_register_methods(register):
-            register.add(Averages)
-    """,
-    )
-    registry = load_registry()
-    assert "averages" not in registry.methods and "ft" in registry.methods
-    (failure,) = [f for f in registry.failures if f.plugin == "emda_test_bad_average"]
-    assert "Averages.average_weights must be in [0, 1]" in failure.error
