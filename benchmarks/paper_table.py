@@ -2,7 +2,7 @@
 
     python benchmarks/paper_table.py run    --profile cpu [--directions ...] [--methods ...]
                                             [--seeds 0,1,2] [--semi 0.15] [--opt NAME=VALUE]
-                                            [--augment NAME=VALUE] [--tta] [--match-sharpness]
+                                            [--augment NAME=VALUE] [--tta]
                                             [--ensemble]
     python benchmarks/paper_table.py report --profile cpu
     python benchmarks/paper_table.py adopt  --profile cpu --directions D --methods M --seeds S RUN
@@ -130,7 +130,7 @@ ADAPT_ONLY = {"amplitude_mix"}
 
 def augment_changes(assignments: list[str]) -> dict:
     """The augmentation settings given that differ from ``emda adapt``'s defaults."""
-    from emda.training.loop import TrainConfig
+    from emda.training.config import TrainConfig
 
     defaults, changes = TrainConfig(), {}
     for text in assignments:
@@ -185,11 +185,11 @@ def option_changes(method: str, options: dict) -> dict:
     }
 
 
-def opt_flags(options: dict) -> list[str]:
+def opt_flags(method: str, options: dict) -> list[str]:
     """``--opt`` arguments that set every option explicitly, whatever the defaults are."""
     flags = []
     for name, value in options.items():
-        if any(name in retired for retired in RETIRED_OPTIONS.values()):
+        if name in RETIRED_OPTIONS.get(method, {}):  # in the key, but emda has no such option
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         flags += ["--opt", f"{name}={text}"]
@@ -319,7 +319,7 @@ def adapted_models(
             options = {**options, "teacher": str(teacher_run.relative_to(REPO))}
         adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels, "--method", method,
                  "--base-channels", str(p["base_channels"]), "--iterations", str(p["iterations"]),
-                 "--out", str(trained), "--no-target-bn", *opt_flags(options),
+                 "--out", str(trained), "--no-target-bn", *opt_flags(method, options),
                  "--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
                  "--seed", str(seed), "--quiet", _restart_or_resume(trained),
                  *augment_flags(config)]  # fmt: skip
@@ -359,7 +359,7 @@ def predict_and_score(
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
-    match_sharpness: bool = False, target_planes: str = "xy", average_weights: float = 0.0,
+    target_planes: str = "xy", average_weights: float = 0.0,
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
@@ -368,17 +368,13 @@ def run_one(
     predict --planes``; the trained models are shared by every choice. ``opt``: ``emda
     adapt --opt`` assignments for the method. ``tta``: ``emda predict --tta`` (8
     flips/rotations averaged), again on the same models. ``augment``: training
-    augmentation other than ``emda adapt``'s default (``sharpness=1.0``), for the row's
-    training, its teacher's and its finetuning alike. ``match_sharpness``: the sharper
-    domain's volume blurred to the other's level (:func:`sharpness_matched`) everywhere.
-    ``target_planes``: ``emda adapt --target-planes`` for the row's training (not its
-    teacher's); ``average_weights`` likewise ``emda adapt --average-weights``."""
+    augmentation other than ``emda adapt``'s default (``noise=0.1``), for the row's
+    training, its teacher's and its finetuning alike. ``target_planes``: ``emda adapt
+    --target-planes`` for the row's training (not its teacher's); ``average_weights``
+    likewise ``emda adapt --average-weights``."""
     options = row_options(method, list(opt))
-    blurred: dict = {}
-    if match_sharpness:  # recorded rows keep their results; emda smooth is gone
-        sys.exit("error: --match-sharpness: emda no longer has `emda smooth`")
     config = row_config(profile, direction, method, seed, semi, planes, options, tta,
-                        augment_changes(list(augment)), match_sharpness,
+                        augment_changes(list(augment)), False,
                         target_planes, average_weights)  # fmt: skip
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
@@ -413,8 +409,6 @@ def run_one(
     from emda import __version__
 
     result.update(seconds=times, emda_version=__version__, trained_with=_trained_with(trained))
-    if blurred:
-        result["blurred"] = blurred
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2))
     return result
@@ -846,12 +840,6 @@ def main() -> None:
         "table rows",
     )
     parser.add_argument(
-        "--match-sharpness",
-        action="store_true",
-        help="run: blur the sharper domain's volume to the other's gradient level (emda "
-        "smooth --like) for training, prediction and scoring; its own keys and table rows",
-    )
-    parser.add_argument(
         "--target-planes",
         choices=["xy", "ortho"],
         default="xy",
@@ -900,8 +888,7 @@ def main() -> None:
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
                                     args.planes, args.opt, args.tta, args.augment,
-                                    args.match_sharpness, args.target_planes,
-                                    args.average_weights)  # fmt: skip
+                                    args.target_planes, args.average_weights)  # fmt: skip
                         finished.setdefault(semi, []).append(r)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "

@@ -15,6 +15,11 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+def as_device(device: str | DeviceChoice | torch.device) -> torch.device:
+    """A torch device from ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device."""
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
 def resolve_device(choice: str | DeviceChoice) -> torch.device:
     choice = DeviceChoice(choice)
     if choice is DeviceChoice.auto:

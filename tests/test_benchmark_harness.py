@@ -63,7 +63,7 @@ def test_a_changed_option_is_recorded_and_set_explicitly(harness):
     assert harness.option_changes("dann", options) == {"classifier": "conv", "gamma": 5.0}
     # the flags reproduce the options whatever the method's defaults are; an option emda
     # no longer has stays in the key but is never passed to emda
-    flags = harness.opt_flags(options)
+    flags = harness.opt_flags("dann", options)
     assignments = flags[1::2]  # "--opt", "name=value", ...
     assert set(flags[::2]) == {"--opt"}
     assert not any(a.startswith(("classifier=", "condition=")) for a in assignments)
@@ -247,14 +247,6 @@ def test_a_result_records_the_torch_and_cpu_threads_its_model_trained_with(harne
         "cpu_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
-
-
-def test_a_matched_sharpness_row_can_no_longer_be_trained(harness, fake_runs):
-    """Its recorded rows stay in the table; training one would need `emda smooth`."""
-    direction = harness.directions("crops")["epfl2vnc"]
-    with pytest.raises(SystemExit, match="--match-sharpness"):
-        harness.run_one("smoke", direction, "ynet", 0, None, match_sharpness=True)
-    assert fake_runs == []
 
 
 def test_an_ensemble_row_averages_its_seeds_predictions_and_is_keyed_apart(harness, fake_runs):

@@ -223,7 +223,7 @@ def test_a_recalibrated_model_reports_the_torch_and_threads_of_its_training_run(
 
 
 def test_log_summary_averages_terms_and_metrics_over_the_last_iterations():
-    from emda.training.loop import log_summary
+    from emda.training.state import log_summary
 
     records = [{"iteration": i, "loss": float(i), "seg": 2.0 * i, "lr": 1e-3, "seconds": i,
                 "metrics": {"domain_accuracy4": i / 10}} for i in range(1, 11)]  # fmt: skip

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from emda.cli import app
 from emda.io.volume import open_volume
-from emda.training.loop import read_log
+from emda.training.state import read_log
 
 from .conftest import CROPS, adapt_on_crops
 

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from emda.model.checkpoint import load_checkpoint
-from emda.training.loop import read_log
+from emda.training.state import read_log
 
 from .conftest import CROPS, REPO
 

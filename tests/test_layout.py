@@ -61,12 +61,20 @@ def test_readme_starts_with_install_and_a_quickstart_and_stays_short():
 
 
 def test_the_demo_crops_ship_with_the_package():
+    """`emda demo` finds its crops inside the package, and the package data that goes
+    into a wheel names every one of them."""
+    import tomllib
+
     from emda.demo import default_data_dir
 
-    for crop in ("epfl_train", "epfl_test", "vnc"):
-        for kind in ("raw", "labels"):
-            assert (default_data_dir() / crop / f"{kind}.tif").is_file()
-    assert "demo_data/*/*.tif" in (REPO / "pyproject.toml").read_text()
+    crops = {default_data_dir() / c / f"{k}.tif" for c in ("epfl_train", "epfl_test", "vnc")
+             for k in ("raw", "labels")}  # fmt: skip
+    assert all(path.is_file() for path in crops)
+    package = REPO / "emda"
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["emda"]  # fmt: skip
+    shipped = {path for pattern in patterns for path in package.glob(pattern)}
+    assert crops <= shipped and default_data_dir() / "README.md" in shipped
 
 
 @pytest.mark.slow

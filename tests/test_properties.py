@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emda.evaluation.evaluate import evaluate
+from emda.evaluation.evaluate import score_volume
 from emda.inference.sliding_window import SlidingWindowPredictor, sliding_window_inference
 from emda.io.volume import Volume
 from emda.model import UNet, UNetConfig
@@ -79,7 +79,7 @@ def test_evaluation_equals_the_numpy_formula(shape, threshold, seed, as_float):
     prob = rng.integers(0, 256, shape).astype(np.uint8)
     truth = (rng.random(shape) < rng.random()).astype(np.uint8)
     pred_volume = Volume(prob.astype(np.float32) / 255 if as_float else prob, "pred")
-    result = evaluate(pred_volume, Volume(truth, "truth"), threshold).total
+    result = score_volume(pred_volume, Volume(truth, "truth"), threshold).total
     pred = prob.astype(np.float32) / 255 >= threshold
     gt = truth.astype(bool)
     tp, fp = int(np.sum(pred & gt)), int(np.sum(pred & ~gt))

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from emda.cli import app
-from emda.training.loop import read_log
+from emda.training.state import read_log
 
 from .conftest import CROPS
 

@@ -14,7 +14,7 @@ from emda.errors import EmdaError
 from emda.io.volume import Volume
 from emda.io.writer import write_volume
 from emda.model.checkpoint import load_checkpoint
-from emda.training.loop import TrainConfig
+from emda.training.config import TrainConfig
 from tests.conftest import CROPS, adapt_on_crops
 
 SHAPE = (20, 24, 28)  # z, y, x all different, so a patch's plane can be read off it

@@ -12,7 +12,7 @@ from emda.io.volume import Volume
 from emda.model import UNet, UNetConfig
 from emda.model.checkpoint import load_checkpoint
 from emda.training.batchnorm import recalibrate_batchnorm
-from emda.training.loop import read_log
+from emda.training.state import read_log
 
 from .conftest import adapt_on_crops
 
@@ -116,7 +116,7 @@ def test_recalibrate_refuses_bad_input_before_writing(tmp_path, crops):
 
 
 def test_a_log_line_cut_short_by_a_kill_is_left_out(tmp_path):
-    from emda.training.loop import read_log
+    from emda.training.state import read_log
 
     (tmp_path / "log.jsonl").write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
     assert [r["iteration"] for r in read_log(tmp_path)] == [1, 2]

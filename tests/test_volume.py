@@ -148,3 +148,19 @@ def test_zarr_labels_stay_on_disk_and_are_converted_per_block(tmp_path):
     write_volume(tmp_path / "bad.zarr", bad)
     with pytest.raises(EmdaError, match=r"bad.zarr: labels hold values \{0, 7\}"):
         read_labels(tmp_path / "bad.zarr")
+
+
+def test_all_or_nothing_commits_together_or_removes_every_partial_output(tmp_path):
+    from emda.io.writer import all_or_nothing
+
+    data = np.ones((2, 8, 8), np.uint8)
+    with all_or_nothing() as open_writer:
+        open_writer(tmp_path / "a.tif", data.shape, data.dtype).write(slice(None), data)
+        open_writer(tmp_path / "b.zarr", data.shape, data.dtype).write(slice(None), data)
+    assert (tmp_path / "a.tif").is_file() and (tmp_path / "b.zarr").is_dir()
+
+    (tmp_path / "taken.tif").write_bytes(b"")  # the second output cannot be opened
+    with pytest.raises(EmdaError, match="already exists"), all_or_nothing() as open_writer:
+        open_writer(tmp_path / "c.tif", data.shape, data.dtype).write(slice(None), data)
+        open_writer(tmp_path / "taken.tif", data.shape, data.dtype)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.zarr", "taken.tif"]

@@ -74,7 +74,7 @@ def data_fetch(
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[
+    out_dir: Annotated[
         Path,
         typer.Option("--out", "-o", help="Where to write the demo's run, predictions and figure."),
     ] = Path("demo-output"),
@@ -90,4 +90,4 @@ def demo(
     """Adapt EPFL -> Drosophila VNC on bundled crops, predict, evaluate, draw an overlay."""
     from emda.demo import run_demo
 
-    run_demo(out, iterations, data, setup(device, threads), not quiet)
+    run_demo(out_dir, iterations, data, setup(device, threads), not quiet)

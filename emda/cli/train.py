@@ -1,5 +1,6 @@
 """``emda adapt``, ``emda finetune`` and ``emda recalibrate``: commands that make a run."""
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,13 @@ from emda.cli.common import (
 from emda.device import DeviceChoice
 from emda.errors import EmdaError
 from emda.methods.losses import SegLoss
-from emda.training.config import LrSchedule, TargetPlanes
+from emda.training.config import (
+    FINETUNE_ITERATIONS,
+    FINETUNE_LR,
+    LrSchedule,
+    TargetPlanes,
+    TrainConfig,
+)
 
 T = "Training"
 D = "Data"
@@ -69,12 +76,10 @@ def general_options() -> list:
     ]
 
 
-def train_config(options: dict, **extra):
-    """A TrainConfig from the shared training options (enums to their values)."""
-    from emda.training.config import TrainConfig
-
-    names = {p.name for p in training_options(0, 0)}
-    values = {k: getattr(v, "value", v) for k, v in options.items() if k in names}
+def train_config(options: dict, **extra) -> TrainConfig:
+    """A TrainConfig from a command's options (enums to their values)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: getattr(v, "value", v) for k, v in options.items() if k in fields}
     return TrainConfig(**values, **extra)
 
 
@@ -213,7 +218,7 @@ def adapt(
         out,
         method=chosen,
         config=config,
-        model=model,
+        model_config=model,
         normalization=Normalization(lower_percentile, upper_percentile),
         target_bn=target_bn,
         source_val_z=source_val_z,
@@ -228,7 +233,7 @@ def adapt(
 
 @app.command(no_args_is_help=True)
 @user_errors
-@with_options(training_options(500, 1e-4), general_options())
+@with_options(training_options(FINETUNE_ITERATIONS, FINETUNE_LR), general_options())
 def finetune(
     ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="Run directory (or checkpoint.pt) to start from.")],

@@ -1,1 +1,1 @@
-"""evaluation"""
+"""Scoring predictions against ground truth (pixel metrics) and the figures runs draw."""

@@ -85,13 +85,15 @@ def binarize(block: np.ndarray, kind: str, threshold: float, source: str) -> np.
     return block.astype(np.float32) / 255.0 >= threshold
 
 
-def evaluate(
+def score_volume(
     prediction: Volume,
     truth: Volume,
     threshold: float = 0.5,
     z_range: str | None = None,
     foreground: float | None = None,
 ) -> Evaluation:
+    """Pixel counts of ``prediction`` (probabilities or a mask) against the mask ``truth``,
+    overall and per slice, on slices ``z_range`` (START:STOP, default all)."""
     check_threshold(threshold)
     if prediction.shape != truth.shape:
         raise EmdaError(
@@ -112,14 +114,20 @@ def evaluate(
     return Evaluation(prediction.path, truth.path, threshold, (start, stop), total, per_slice)
 
 
-def evaluate_many(
+def evaluate(
     predictions: list[str],
-    truth: str,
+    labels: str,
+    *,
     threshold: float = 0.5,
     z_range: str | None = None,
     foreground: float | None = None,
     key: str | None = None,
-    truth_key: str | None = None,
+    labels_key: str | None = None,
 ) -> list[Evaluation]:
-    gt = open_volume(truth, truth_key)
-    return [evaluate(open_volume(p, key), gt, threshold, z_range, foreground) for p in predictions]
+    """Score each prediction file (probabilities or a mask) against the ground-truth mask
+    ``labels``: IoU, Dice, precision and recall, overall and per slice."""
+    truth = open_volume(labels, labels_key)
+    return [
+        score_volume(open_volume(p, key), truth, threshold, z_range, foreground)
+        for p in predictions
+    ]

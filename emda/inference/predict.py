@@ -33,6 +33,7 @@ from emda.data.planes import (
     resolve_planes,
     trained_in_three_planes,
 )
+from emda.device import as_device
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import check_threshold
 from emda.inference.blocks import Block, check_block_size, output_chunks, plan_blocks
@@ -132,8 +133,8 @@ def predict(
     output: str | None = None,
     mask: str | None = None,
     *,
-    device: torch.device,
-    settings: PredictSettings = PredictSettings(),
+    settings: PredictSettings | None = None,
+    device: str | torch.device = "auto",
     key: str | None = None,
     voxel_size: VoxelSize | None = None,
     overwrite: bool = False,
@@ -143,7 +144,10 @@ def predict(
     workers: int | None = None,
     threads: int | None = None,
 ) -> PredictResult:
-    """Write foreground probabilities (``output``) and/or a mask for a volume of any size.
+    """Segment ``input_path`` (TIFF or zarr, any size) with the model of ``checkpoint`` (a
+    run directory or its ``checkpoint.pt``): probabilities to ``output`` and/or a binary
+    mask to ``mask`` (``.tif``, ``.zarr``, ``.ome.zarr``). ``progress(done, total)`` is
+    called after every block.
 
     ``scheduler`` (a Dask scheduler address) or ``workers`` (a local Dask cluster of that
     many processes) spread the blocks over processes; the output is the same as one
@@ -151,7 +155,8 @@ def predict(
     shares this machine's cores evenly). With ``resume``, blocks an interrupted run of
     the same command finished are kept and not predicted again.
     """
-    s = settings
+    s = settings or PredictSettings()
+    device = as_device(device)
     check_prediction_outputs(output, mask, s.threshold, s.prob_dtype)
     check_block_size(s.block_size, s.block_halo)
     if s.pyramid < 0:

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -247,22 +247,28 @@ def _remove(path: Path) -> None:
 def write_volume(path, data: np.ndarray, voxel_size: VoxelSize | None = None, **kw) -> None:
     """Write a whole in-memory volume (2D arrays are stored with z = 1)."""
     data = data[None] if data.ndim == 2 else data
-    writer = VolumeWriter(path, data.shape, data.dtype, voxel_size, **kw)
-    with all_or_nothing(writer):
-        writer.write(slice(None), data)
+    with all_or_nothing() as open_writer:
+        open_writer(path, data.shape, data.dtype, voxel_size, **kw).write(slice(None), data)
 
 
 @contextmanager
-def all_or_nothing(*writers: VolumeWriter | None) -> Iterator[None]:
-    """Commit every writer when the block finishes; on any failure (an interrupt too)
-    remove every partial output. For commands that are cheap to redo, so an
-    interrupted run keeps nothing to resume."""
-    chosen = [w for w in writers if w is not None]
+def all_or_nothing() -> Iterator[Callable[..., VolumeWriter]]:
+    """Outputs that appear together or not at all, for commands cheap enough to redo that
+    an interrupted run keeps nothing to resume. Yields ``open`` (the arguments of
+    :class:`VolumeWriter`); every writer it opened is committed when the block finishes,
+    and on any failure (an interrupt, or a second output that cannot be opened) every
+    partial output is removed."""
+    writers: list[VolumeWriter] = []
+
+    def open_writer(*args: Any, **kwargs: Any) -> VolumeWriter:
+        writers.append(VolumeWriter(*args, **kwargs))
+        return writers[-1]
+
     try:
-        yield
-        for writer in chosen:
+        yield open_writer
+        for writer in writers:
             writer.commit()
     except BaseException:
-        for writer in chosen:
+        for writer in writers:
             writer.abort(keep=False)
         raise

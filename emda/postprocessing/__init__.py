@@ -1,1 +1,1 @@
-"""postprocessing"""
+"""Work on predictions already written: ensembles of several runs, mask cleaning."""

@@ -29,7 +29,7 @@ from scipy import ndimage
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import binarize, check_threshold, parse_z_range, prediction_kind
 from emda.io.volume import Volume, check_output, open_volume, read_labels, split_address
-from emda.io.writer import VolumeWriter, all_or_nothing
+from emda.io.writer import all_or_nothing
 
 MIN_SIZE_PERCENTILE = 1.0  # of the labelled objects' areas: smaller is a speck
 MAX_HOLE_PERCENTILE = 50.0  # a hole larger than a typical mitochondrion is not inside one
@@ -194,7 +194,7 @@ def clean_prediction(
         "emda_clean": {**dataclasses.asdict(sizes), "threshold": threshold,
                        "sizes_from": sizes_from, "input": prediction},
     }  # fmt: skip
-    writer = VolumeWriter(mask, volume.shape, "uint8", volume.voxel_size, overwrite, attrs=attrs)
-    with all_or_nothing(writer):  # cleaning again is cheap, so nothing is kept
+    with all_or_nothing() as open_writer:  # cleaning again is cheap, so nothing is kept
+        writer = open_writer(mask, volume.shape, "uint8", volume.voxel_size, overwrite, attrs=attrs)
         counts = clean_volume(volume, sizes, writer.write, threshold, progress)
     return CleanSummary(sizes, counts, volume.shape, time.perf_counter() - start)

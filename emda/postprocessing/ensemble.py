@@ -2,9 +2,9 @@
 
 Models trained with different seeds (or methods) make partly different errors, and
 their mean probability averages those out (nnU-Net ensembles its five folds the same
-way); errors every member makes stay. Inputs are what `emda predict` writes: float probabilities
-in [0, 1], uint8 probabilities stored as round(255 p), or binary masks (their mean is
-a vote). Everything is read a slab of slices at a time, so volumes of any size fit.
+way); errors every member makes stay. Inputs are what `emda predict` writes: float
+probabilities in [0, 1], uint8 probabilities stored as round(255 p), or binary masks
+(their mean is a vote). Everything is read a slab of slices at a time, so volumes of any size fit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from emda.evaluation.evaluate import prediction_kind
 from emda.inference.jobs import encode_prob
 from emda.inference.predict import check_prediction_outputs
 from emda.io.volume import Volume, check_output, open_volume, split_address
-from emda.io.writer import VolumeWriter, all_or_nothing
+from emda.io.writer import all_or_nothing
 
 SLAB = 8  # slices per read: a few MB per input for EM-sized slices
 
@@ -114,22 +114,23 @@ def ensemble_predictions(
         check_output(path, overwrite, option)
     shape, voxel = volumes[0].shape, volumes[0].voxel_size
     attrs = {"emda_ensemble_inputs": [str(p) for p in inputs]}
-    writers = {
-        kind: VolumeWriter(path, shape, dtype, voxel, overwrite, attrs={**attrs, "emda_kind": name})
-        for kind, path, dtype, name in (
-            ("prob", output, prob_dtype, "probability"),
-            ("mask", mask, "uint8", "mask"),
-        )
-        if path
-    }
-
-    def write(z: slice, mean: np.ndarray) -> None:
-        if "prob" in writers:
-            writers["prob"].write(z, encode_prob(mean, prob_dtype))
-        if "mask" in writers:
-            writers["mask"].write(z, (mean >= threshold).astype(np.uint8))
-
     # averaging again is cheap: an interrupted run keeps nothing to resume
-    with all_or_nothing(*writers.values()):
+    with all_or_nothing() as open_writer:
+        writers = {
+            kind: open_writer(path, shape, dtype, voxel, overwrite,
+                              attrs={**attrs, "emda_kind": name})
+            for kind, path, dtype, name in (
+                ("prob", output, prob_dtype, "probability"),
+                ("mask", mask, "uint8", "mask"),
+            )
+            if path
+        }  # fmt: skip
+
+        def write(z: slice, mean: np.ndarray) -> None:
+            if "prob" in writers:
+                writers["prob"].write(z, encode_prob(mean, prob_dtype))
+            if "mask" in writers:
+                writers["mask"].write(z, (mean >= threshold).astype(np.uint8))
+
         mean_probability(volumes, write, progress)
     return EnsembleSummary(len(volumes), shape, time.perf_counter() - start)

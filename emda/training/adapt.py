@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from emda import __version__
 from emda.data.normalization import Normalization
 from emda.data.planes import is_isotropic
 from emda.data.sampling import Augmentation, PatchSampler, choose_slices
+from emda.device import as_device
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import parse_z_range
 from emda.io.volume import Volume, open_volume, read_labels, split_address
@@ -83,27 +85,44 @@ def resolve_method(name: str, opts: list[str] | dict) -> Method:
 def adapt(
     source: VolumeSpec,
     target: VolumeSpec | None,
-    run_dir: Path,
+    out: str | Path,
     *,
-    method: Method,
-    config: TrainConfig,
-    model_config: UNetConfig,
-    normalization: Normalization,
-    device: torch.device,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    resolved_config: dict | None = None,
+    method: str | Method = "ft",
+    options: dict[str, Any] | list[str] | None = None,
+    config: TrainConfig | None = None,
+    model_config: UNetConfig | None = None,
+    normalization: Normalization | None = None,
     target_bn: bool = True,
-    resume: bool = False,
     source_val_z: str | None = None,
+    device: str | torch.device = "auto",
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = False,
+    resolved_config: dict | None = None,
 ) -> RunSummary:
-    """Train a new model on the labelled source (and unlabelled target) with ``method``.
+    """Train a model on the labelled ``source`` (and the unlabelled ``target``) with a
+    domain-adaptation ``method`` (a registered name with its ``options``, or a
+    :class:`~emda.methods.Method`) into the run directory ``out``.
 
     With ``target_bn`` and a target, the batch-norm statistics are re-estimated on the
-    target after training (see ``emda.training.batchnorm``); this holds for every method, ft too.
+    target after training (``emda.training.batchnorm``), for every method, ft too.
     ``source_val_z``: held-out source slices START:STOP, scored after training with the
     source's statistics (``emda.training.validation``) and recorded in the checkpoint.
+    ``resolved_config`` is written to the run's ``config.toml``.
     """
+    if isinstance(method, str):
+        method = resolve_method(method, options or [])
+    elif options:
+        raise EmdaError("options: give them with a method name, not a Method instance")
+    config = config or TrainConfig()
+    model_config = model_config or UNetConfig()
+    normalization = normalization or Normalization()
+    run_dir, device = Path(out), as_device(device)
+    if config.patch_size % model_config.divisor:
+        raise EmdaError(
+            f"--patch-size {config.patch_size}: must be a multiple of {model_config.divisor} "
+            "(2^depth)"
+        )
     for option, spec in (("--source", source), ("--target", target)):
         if spec is not None and not split_address(spec.raw)[0].exists():
             raise EmdaError(f"{option} {spec.raw}: no such file")  # even if the method ignores it
@@ -205,19 +224,21 @@ def adapt(
 
 
 def recalibrate(
-    base: str | Path,
+    run: str | Path,
     target: VolumeSpec,
-    run_dir: Path,
+    out: str | Path,
     *,
-    device: torch.device,
     batches: int = DEFAULT_BATCHES,
+    device: str | torch.device = "auto",
     overwrite: bool = False,
 ) -> Path:
-    """A new run whose model is ``base``'s with batch-norm statistics from ``target``.
+    """A new run directory ``out`` whose model is ``run``'s with batch-norm statistics
+    estimated on ``target`` (AdaBN): adaptation without training or labels.
 
     The same step ``adapt`` ends with (same patch size, batch size and seed as the base
-    run's training), usable on any finished run: adaptation without training.
+    run's training), usable on any finished run.
     """
+    base, run_dir, device = run, Path(out), as_device(device)
     if batches <= 0:
         raise EmdaError(f"--batches {batches}: must be positive")
     ckpt = load_checkpoint(base)
@@ -257,19 +278,22 @@ def _recalibrate_on_target(
 
 
 def finetune(
-    base: str | Path,
+    run: str | Path,
     target: VolumeSpec,
-    run_dir: Path,
+    out: str | Path,
     *,
-    fraction: float,
-    config: TrainConfig,
-    device: torch.device,
+    fraction: float = 1.0,
+    config: TrainConfig | None = None,
+    device: str | torch.device = "auto",
     overwrite: bool = False,
-    show_progress: bool = True,
-    resolved_config: dict | None = None,
     resume: bool = False,
+    show_progress: bool = False,
+    resolved_config: dict | None = None,
 ) -> RunSummary:
-    """Continue a run's model on ``fraction`` of the target's labelled z-slices."""
+    """Continue ``run``'s model on ``fraction`` of the labelled z-slices of ``target``
+    (its ``labels`` are required) into the run directory ``out``."""
+    base, run_dir, device = run, Path(out), as_device(device)
+    config = config or TrainConfig.finetuning()
     if not 0 < fraction <= 1:
         raise EmdaError(f"--fraction {fraction}: must be in (0, 1]")
     method = Supervised()  # finetuning trains on target labels alone, whatever ran before

@@ -19,6 +19,8 @@ class TargetPlanes(str, Enum):
     ortho = "ortho"  # all three plane stacks (isotropic volumes such as FIB-SEM)
 
 
+FINETUNE_ITERATIONS, FINETUNE_LR = 500, 1e-4
+
 #: the plane stacks each ``--target-planes`` choice samples
 TARGET_PLANES = {"xy": ("xy",), "ortho": ("xy", "xz", "yz")}
 
@@ -60,6 +62,12 @@ class TrainConfig:
         if self.target_planes not in TARGET_PLANES:
             raise EmdaError(f"--target-planes must be one of {', '.join(TARGET_PLANES)}")
         self.augmentation()  # validates the augmentation settings
+
+    @classmethod
+    def finetuning(cls, **settings) -> TrainConfig:
+        """``emda finetune``'s defaults: a shorter run at a tenth of the learning rate, so
+        the few target labels refine the adapted model rather than replace it."""
+        return cls(**{"iterations": FINETUNE_ITERATIONS, "lr": FINETUNE_LR, **settings})
 
     def augmentation(self) -> Augmentation:
         return Augmentation(self.augment, self.intensity_jitter, self.noise)

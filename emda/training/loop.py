@@ -30,15 +30,12 @@ from emda.methods.base import Batch, Method, TrainStep
 from emda.model.checkpoint import Checkpoint, save_checkpoint
 from emda.training import ddp
 from emda.training.averaging import WeightAverage, first_averaged
-from emda.training.config import TARGET_PLANES, TrainConfig
+from emda.training.config import TrainConfig
 from emda.training.state import (
     CHECKPOINT_NAME,
     LOG_NAME,
     STATE_NAME,
-    SUMMARY_ITERATIONS,
-    log_summary,
     logged_values,
-    read_log,
     restore_state,
     save_state,
     truncate_log,
@@ -275,17 +272,3 @@ def _progress(enabled: bool) -> Progress:
         disable=not enabled,
         transient=False,
     )
-
-
-__all__ = [  # re-exported: callers that only train need one module
-    "CHECKPOINT_NAME",
-    "LOG_NAME",
-    "STATE_NAME",
-    "SUMMARY_ITERATIONS",
-    "TARGET_PLANES",
-    "TrainConfig",
-    "TrainResult",
-    "log_summary",
-    "read_log",
-    "train",
-]

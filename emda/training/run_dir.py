@@ -17,7 +17,8 @@ import torch
 from emda import __version__
 from emda.errors import EmdaError
 from emda.evaluation.plots import training_curve
-from emda.training.loop import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, TrainConfig, read_log
+from emda.training.config import TrainConfig
+from emda.training.state import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, read_log
 
 CONFIG_NAME = "config.toml"
 CURVE_NAME = "training_curve.png"
