@@ -115,7 +115,7 @@ class SelfTrain(Method):
             teacher = FrozenTeacher(self._teacher())
             guide = teacher.predict_slices(raw, intensity, z_indices, o.views, device)
         else:
-            option = f"--opt pseudo_labels={o.pseudo_labels} (patch, volume or a prediction)"
+            option = f"--opt pseudo_labels={o.pseudo_labels}"
             guide = read_prediction(o.pseudo_labels, raw, z_indices, option)
         if o.balance == "class":
             self.thresholds = class_balanced_confidence(guide, z_indices, o.confidence)
