@@ -157,8 +157,16 @@ def augment_flags(config: dict, finetune: bool = False) -> list[str]:
     return flags
 
 
+# the row of `emda adapt` without --method: the default recipe, every stage in one run
+RECIPE = "recipe"
+
+
 def row_options(method: str, assignments: list[str]) -> dict:
     """A row's method options: ``emda adapt``'s, with selftrain's teacher filled in."""
+    if method == RECIPE:
+        if assignments:
+            sys.exit("error: the recipe row takes no --opt (its stages carry their options)")
+        return {}
     options = method_options(method, assignments)
     if method == "selftrain" and not options["teacher"]:
         options["teacher"] = SELFTRAIN_TEACHER
@@ -302,6 +310,18 @@ def adapted_models(
     src, tr = direction.source, direction.target_train
     target_z = ["--target-z", tr.z] if tr.z else []
     log = adapted / "log.txt"
+    if method == RECIPE:  # the product's one command; its stages end with target BN
+        if not _finished(trained):
+            resume = "--resume" if (trained / "recipe.json").exists() else "--overwrite"
+            adapt = ["adapt", "--source", src.raw, "--source-labels", src.labels,
+                     "--target", tr.raw, *target_z, "--out", str(trained),
+                     "--base-channels", str(p["base_channels"]), "--iterations",
+                     str(p["iterations"]), "--batch-size", str(p["batch_size"]),
+                     "--patch-size", str(p["patch_size"]), "--seed", str(seed), "--quiet",
+                     resume, *augment_flags(config)]  # fmt: skip
+            adapt += ["--source-z", src.z] if src.z else []
+            times["adapt"] = emda(*adapt, log=log)
+        return trained, trained
     if not _finished(trained):
         if method == "selftrain":  # the teacher row's model first (its score is not needed)
             name = options["teacher"]
@@ -399,9 +419,13 @@ def run_one(
         if not _finished(work / "run"):  # shared by the rows that differ in scoring only
             times["finetune"] = emda(*ft, log=log)
         scored = {"scores": work / "run"}
+    elif method == RECIPE:  # one model: every stage ended with target batch norm
+        scored = {"scores": recalibrated}
     else:
         scored = {"scores_as_trained": trained, "scores": recalibrated}
     result = {"key": key, "config": config}
+    if method == RECIPE:  # the stages as run: status, iterations, seconds, target statistics
+        result["recipe"] = json.loads((trained / "recipe.json").read_text())["stages"]
     for field, model in scored.items():
         result[field], _, times[f"predict_{model.name}"] = predict_and_score(
             model, te, p["tile_size"], log, planes, tta
@@ -813,7 +837,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--planes",
-        choices=["xy", "ortho"],
+        choices=["xy", "ortho", "auto"],
         default="xy",
         help="run: `emda predict --planes` for the scored predictions (the models are shared)",
     )

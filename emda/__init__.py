@@ -3,8 +3,8 @@
 The Python API (:mod:`emda.api`) does what the ``emda`` commands do::
 
     import emda
-    run = emda.adapt(emda.VolumeSpec("src.tif", labels="src_labels.tif"),
-                     emda.VolumeSpec("target.tif"), "runs/ynet", method="ynet")
+    run = emda.adapt_with_recipe([emda.VolumeSpec("src.tif", labels="src_labels.tif")],
+                                 emda.VolumeSpec("target.tif"), "runs/r", emda.DEFAULT_RECIPE)
     emda.predict(run.run_dir, "target.tif", output="target_prob.tif")
 
 Method plugins import from :mod:`emda.methods` (``Method``, ``hookimpl``, ...).
@@ -18,14 +18,19 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 from emda.api import (
+    DEFAULT_RECIPE,
     PredictResult,
     PredictSettings,
+    Recipe,
     RunSummary,
+    Stage,
     TrainConfig,
     VolumeSpec,
     adapt,
+    adapt_with_recipe,
     evaluate,
     finetune,
+    load_recipe,
     predict,
     recalibrate,
 )
@@ -34,21 +39,26 @@ from emda.methods import Batch, Method, TrainStep, hookimpl
 from emda.methods.registry import MethodRegister
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "Batch",
     "EmdaError",
     "Method",
     "MethodRegister",
     "PredictResult",
     "PredictSettings",
+    "Recipe",
     "RunSummary",
+    "Stage",
     "TrainConfig",
     "TrainStep",
     "VolumeSpec",
     "__version__",
     "adapt",
+    "adapt_with_recipe",
     "evaluate",
     "finetune",
     "hookimpl",
+    "load_recipe",
     "predict",
     "recalibrate",
 ]

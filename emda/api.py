@@ -5,11 +5,11 @@ bad input raises :class:`emda.EmdaError` with a one-line message (docs/api.md).
 
     import emda
 
-    run = emda.adapt(
-        emda.VolumeSpec("source.tif", labels="source_labels.tif"),
+    run = emda.adapt_with_recipe(  # what `emda adapt` runs without --method
+        [emda.VolumeSpec("source.tif", labels="source_labels.tif")],
         emda.VolumeSpec("target.tif"),
-        "runs/ynet",
-        method="ynet",
+        "runs/recipe",
+        emda.DEFAULT_RECIPE,
     )
     emda.predict(run.run_dir, "target.tif", output="target_prob.ome.zarr")
     [scores] = emda.evaluate(["target_prob.ome.zarr"], "target_labels.tif")
@@ -18,19 +18,28 @@ bad input raises :class:`emda.EmdaError` with a one-line message (docs/api.md).
 
 from emda.evaluation.evaluate import Evaluation, evaluate
 from emda.inference.predict import PredictResult, PredictSettings, predict
-from emda.training.adapt import RunSummary, VolumeSpec, adapt, finetune, recalibrate
+from emda.training.adapt import RunSummary, VolumeSpec, adapt
 from emda.training.config import TrainConfig
+from emda.training.finetune import finetune
+from emda.training.recalibrate import recalibrate
+from emda.training.recipe import DEFAULT_RECIPE, Recipe, Stage, load_recipe
+from emda.training.recipe_run import adapt_with_recipe
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "Evaluation",
     "PredictResult",
     "PredictSettings",
+    "Recipe",
     "RunSummary",
+    "Stage",
     "TrainConfig",
     "VolumeSpec",
     "adapt",
+    "adapt_with_recipe",
     "evaluate",
     "finetune",
+    "load_recipe",
     "predict",
     "recalibrate",
 ]

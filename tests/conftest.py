@@ -44,9 +44,10 @@ def adapt_on_crops(out: Path, *extra: str, method: str = "ft", source: Path | No
 
     from emda.cli import app
 
-    args = ["adapt", "--source", str(source or CROPS / "epfl_train/raw.tif"),
-            "--source-labels", str(CROPS / "epfl_train/labels.tif"), "--out", str(out),
-            "--method", method]  # fmt: skip
+    args = ["adapt", "--out", str(out), "--method", method]
+    if "--source" not in extra:  # --source repeats (several sources): one given replaces ours
+        args += ["--source", str(source or CROPS / "epfl_train/raw.tif"),
+                 "--source-labels", str(CROPS / "epfl_train/labels.tif")]  # fmt: skip
     if target is not None:
         args += ["--target", str(target)]
     return CliRunner().invoke(app, [*args, *TINY_TRAIN, *extra])

@@ -128,8 +128,9 @@ def test_config_file_supplies_options_and_command_line_wins(crops, tmp_path, tin
         f"iterations = 50\nseed = 3\n"
     )
     result = runner.invoke(
-        app, ["adapt", "--config", str(cfg), "--out", str(tmp_path / "r"), *tiny_train]
-    )
+        app, ["adapt", "--config", str(cfg), "--out", str(tmp_path / "r"), "--method", "ft",
+              *tiny_train]
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = (tmp_path / "r/config.toml").read_text()
     assert "iterations = 3" in saved and "seed = 3" in saved

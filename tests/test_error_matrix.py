@@ -24,7 +24,9 @@ class Case:
     message: str  # what the output must contain
 
 
-ADAPT = "adapt --out {o}/run --iterations 1 --batch-size 2 --patch-size 64 --base-channels 4"
+# one method (the recipe's own refusals have their cases); a later --method replaces it
+ADAPT = ("adapt --out {o}/run --iterations 1 --batch-size 2 --patch-size 64 --base-channels 4 "
+         "--method ft")  # fmt: skip
 SRC = "--source {c}/epfl_train/raw.tif --source-labels {c}/epfl_train/labels.tif"
 TGT = "--target {c}/vnc/raw.tif"
 PRED = "predict {run}"
@@ -93,6 +95,18 @@ CASES = [
          "no such checkpoint"),
     # --- methods and options
     Case("unknown method", f"{ADAPT} {SRC} --method nosuch", 1, "--method nosuch: unknown method"),
+    Case("the recipe without a target", f"adapt --out {{o}}/run {SRC}", 1,
+         "--target is required by the recipe"),
+    Case("a recipe stage with an unknown method", f"adapt --out {{o}}/run {SRC} {TGT} "
+         "--recipe {d}/badmethod.toml", 1, "stage 1 (nosuch): --method nosuch: unknown method"),
+    Case("a recipe stage option that does not exist", f"adapt --out {{o}}/run {SRC} {TGT} "
+         "--recipe {d}/badopt.toml", 1, "--opt wings: unknown option for method 'ynet'"),
+    Case("a voxel size of zero", f"{ADAPT} {SRC} --voxel-size 0", 1,
+         "--voxel-size 0: expected three positive numbers"),
+    Case("a negative target voxel size", f"{ADAPT} {SRC} {TGT} --target-voxel-size 50,-5,5", 1,
+         "--target-voxel-size 50,-5,5: expected three positive numbers"),
+    Case("labels for fewer sources than given", f"{ADAPT} {SRC} --source {{c}}/vnc/raw.tif", 1,
+         "--source-labels: 1 given for 2 --source volumes"),
     Case("unknown --opt", f"{ADAPT} {SRC} {TGT} --method mmd --opt nosuch=1", 1, "nosuch"),
     Case("ill-typed --opt", f"{ADAPT} {SRC} {TGT} --method mmd --opt samples=many", 1, "samples"),
     Case("method needs a target that is not given", f"{ADAPT} {SRC} --method mmd", 1,
@@ -193,6 +207,9 @@ def files(tmp_path_factory):
     (d / "trunc.tif").write_bytes(data[: len(data) // 2])
     (d / "garbage.tif").write_bytes(b"not a tiff at all")
     (d / "notes.txt").write_text("x")
+    (d / "badmethod.toml").write_text('[recipe]\n[[recipe.stage]]\nmethod = "nosuch"\n')
+    (d / "badopt.toml").write_text('[recipe]\n[[recipe.stage]]\nmethod = "ynet"\n'
+                                   'opt = { wings = 2 }\n')  # fmt: skip
     (d / "existing.tif").write_bytes(data)
     tifffile.imwrite(d / "lab3.tif", lab + (np.arange(lab.size).reshape(lab.shape) % 3 == 0) * 2)
     tifffile.imwrite(d / "labnone.tif", np.zeros_like(lab))

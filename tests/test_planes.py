@@ -200,12 +200,13 @@ def test_ortho_on_local_dask_workers_matches_one_process_with_auto(setup, tmp_pa
                                   open_volume(tmp_path / "two.tif").read())  # fmt: skip
 
 
-def test_slices_stay_the_default_and_anisotropic_ortho_warns(setup, tmp_path):
+def test_auto_is_the_default_and_anisotropic_ortho_warns(setup, tmp_path):
+    # an isotropic volume and a model trained on isotropic voxels: auto predicts 3 planes
     result = CliRunner().invoke(app, ["predict", str(setup / "run"), str(setup / "cube.zarr"),
                                       "--output", str(tmp_path / "p.tif"), "--device", "cpu",
                                       "--tile-size", "64"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "(xy planes" in " ".join(result.output.split())
+    assert "(xy+xz+yz planes" in " ".join(result.output.split())
     stretched = subprocess.run(_predict(setup, tmp_path / "q.tif", "--voxel-size", "50,5,5"),
                                capture_output=True, text=True)  # fmt: skip
     assert stretched.returncode == 0, stretched.stderr

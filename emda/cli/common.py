@@ -92,7 +92,8 @@ def load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | No
         raise typer.BadParameter(f"{value}: invalid TOML ({exc})") from None
     command = ctx.info_name
     section = data.get(command) if isinstance(data.get(command), dict) else data
-    known = {p.name for p in ctx.command.params}
+    params = {p.name: p for p in ctx.command.params}
+    known = set(params)
     defaults: dict[str, Any] = {}
     for key, val in section.items():
         name = key.replace("-", "_")
@@ -104,6 +105,8 @@ def load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | No
             val = [
                 f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in val.items()
             ]
+        if getattr(params[name], "multiple", False) and not isinstance(val, list):
+            val = [val]  # a repeatable option (--source) given one value
         defaults[name] = val
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value

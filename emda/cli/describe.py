@@ -84,6 +84,9 @@ def run_rows(p: Path) -> dict[str, str]:
         "network": str(ckpt.model_config),
         "iterations": f"{ckpt.iteration} of {ckpt.training.get('iterations', '?')}",
         "voxel size (z, y, x) nm": str(ckpt.voxel_size),
+        "works at pixel size": f"{ckpt.pixel_size:g} nm (other volumes are resampled)"
+        if ckpt.pixel_size
+        else "any (no resampling)",
         "normalisation": f"percentiles {ckpt.normalization.lower_percentile}-"
         f"{ckpt.normalization.upper_percentile}; source range "
         f"{ckpt.source_range.low:.1f}-{ckpt.source_range.high:.1f}",
@@ -95,6 +98,8 @@ def run_rows(p: Path) -> dict[str, str]:
         rows["weights"] = averaged_text(ckpt.iteration, ckpt.training["iterations"], fraction)
     if scores := ckpt.training.get("source_validation"):
         rows["held-out source slices"] = validation_text(scores)
+    if recipe := ckpt.training.get("recipe"):
+        rows.update(recipe_rows(recipe))
     records = read_log(p if p.is_dir() else p.parent)
     if records:
         ended = log_summary(records)
@@ -102,6 +107,31 @@ def run_rows(p: Path) -> dict[str, str]:
             f"{k} {v:.4g}" for k, v in ended.items()
         )
         rows["training time"] = f"{records[-1]['seconds'] / 60:.1f} min"
+    return rows
+
+
+def recipe_rows(record: dict) -> dict[str, str]:
+    """One row per stage of a recipe run: method, settings, what became of it, its time
+    and its label-free target statistics."""
+    rows = {
+        "recipe": f"{record['recipe']['name']}: model from {record.get('model', '?')}",
+        "training time": f"{record.get('seconds', 0) / 60:.1f} min, all stages",
+    }
+    for stage in record["stages"]:
+        settings = {**stage.get("options", {}), **stage.get("settings", {})}
+        settings.pop("teacher", None)  # the stage before it, by construction
+        text = f"{stage['method']} {settings or ''} {stage.get('iterations', '?')} it., "
+        text += stage["status"]
+        if "seconds" in stage:
+            text += f", {stage['seconds'] / 60:.1f} min"
+        if target := stage.get("target"):
+            text += (
+                f"; target: {target['foreground']:.1%} marked mitochondria, mean confidence "
+                f"{target['confidence']:.3f}"
+            )
+        if reason := stage.get("reason"):
+            text += f" (not kept: {reason})"
+        rows[f"stage {stage['name']}"] = text
     return rows
 
 

@@ -77,11 +77,20 @@ def predict(
         typer.Option(
             help="xy: segment (y, x) slices; ortho: also the (z, x) and (z, y) planes, "
             "averaged (three predictions; for isotropic volumes and a model trained on that "
-            "microscope); auto: ortho when the volume's voxels and those the model was "
-            "trained on (its checkpoint) are both isotropic, else xy.",
+            "microscope); auto: ortho when the volume's voxels are isotropic and the model "
+            "saw such planes in training (an isotropic source, or the target's three "
+            "planes), else xy.",
             rich_help_panel=W,
         ),
-    ] = Planes.xy,
+    ] = Planes.auto,
+    resample: Annotated[
+        bool,
+        typer.Option(
+            help="Resample tiles to the model's pixel size (its checkpoint) when the "
+            "volume's differs by more than 10 %; the outputs stay on the volume's grid.",
+            rich_help_panel=W,
+        ),
+    ] = True,
     tta: Annotated[
         bool,
         typer.Option(
@@ -155,6 +164,7 @@ def predict(
         block_size=block_size,
         halo=halo,
         pyramid=pyramid,
+        resample=resample,
     )
     bar, advance = progress_bar(quiet, "predicting blocks")
     with bar:

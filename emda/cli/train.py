@@ -88,9 +88,13 @@ def report_run(summary) -> None:
 
     terms = "  ".join(f"{k}={v:.4f}" for k, v in summary.final_terms.items())
     console.print(
-        f"[green]done[/green]: {summary.iterations} iterations in "
-        f"{summary.seconds:.0f} s; final {terms}; run in {summary.run_dir}"
+        f"[green]done[/green]: {summary.iterations} iterations in {summary.seconds:.0f} s"
+        + (f"; final {terms}" if terms else "")
+        + f"; run in {summary.run_dir}"
     )
+    if summary.stages:
+        for stage in summary.stages:
+            console.print(f"  stage {stage['name']}: {stage['status']}")
     if scores := summary.source_validation:
         console.print(f"held-out source slices: {validation_text(scores)}")
 
@@ -101,10 +105,19 @@ def report_run(summary) -> None:
 def adapt(
     ctx: typer.Context,
     source: Annotated[
-        str, typer.Option(help="Source raw volume (TIFF or zarr: a.zarr/raw).", rich_help_panel=D)
+        list[str],
+        typer.Option(
+            help="Labelled source raw volume (TIFF or zarr: a.zarr/raw); repeat for several "
+            "sources (patches drawn from each equally often).",
+            rich_help_panel=D,
+        ),
     ],
     source_labels: Annotated[
-        str, typer.Option(help="Source mitochondria mask, same shape.", rich_help_panel=D)
+        list[str],
+        typer.Option(
+            help="Source mitochondria mask, same shape; one per --source, in order.",
+            rich_help_panel=D,
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run directory to create.", rich_help_panel=D)
@@ -125,14 +138,21 @@ def adapt(
         ),
     ] = True,
     method: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--method",
             "-m",
-            help="Adaptation method; see `emda methods`.",
+            help="Train one adaptation method (see `emda methods`) instead of the recipe.",
             rich_help_panel="Method",
         ),
-    ] = "ft",
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            help="A recipe TOML file to run instead of the default recipe (docs/recipe.md).",
+            rich_help_panel="Method",
+        ),
+    ] = None,
     opt: Annotated[
         list[str] | None,
         typer.Option(
@@ -140,7 +160,11 @@ def adapt(
         ),
     ] = None,
     source_z: Annotated[
-        str | None, typer.Option(help="Source slices START:STOP to train on.", rich_help_panel=D)
+        list[str] | None,
+        typer.Option(
+            help="Source slices START:STOP to train on; once for all sources or once each.",
+            rich_help_panel=D,
+        ),
     ] = None,
     target_z: Annotated[
         str | None, typer.Option(help="Target slices START:STOP to adapt on.", rich_help_panel=D)
@@ -171,8 +195,23 @@ def adapt(
     ] = None,
     voxel_size: Annotated[
         str | None,
-        typer.Option(help="Source voxel size Z,Y,X in nm (overrides the file).", rich_help_panel=D),
+        typer.Option(
+            help="Source voxel size Z,Y,X in nm (overrides the files; every source).",
+            rich_help_panel=D,
+        ),
     ] = None,
+    target_voxel_size: Annotated[
+        str | None,
+        typer.Option(help="Target voxel size Z,Y,X in nm (overrides the file).", rich_help_panel=D),
+    ] = None,
+    resample: Annotated[
+        bool,
+        typer.Option(
+            help="Work at the first source's pixel size: patches of volumes whose pixel size "
+            "differs by more than 10 % are resampled, and so are tiles at prediction.",
+            rich_help_panel=D,
+        ),
+    ] = True,
     amplitude_mix: Annotated[
         float,
         typer.Option(
@@ -195,40 +234,73 @@ def adapt(
     ] = 99.0,
     **options,
 ) -> None:
-    """Train a model on a labelled source and an unlabelled target with a DA method."""
+    """Adapt a model from labelled sources to an unlabelled target.
+
+    Without --method, runs the recipe: Y-Net alignment, then self-training rounds, each
+    kept only if the target's own statistics say it did not shrink the objects
+    (`emda info RUN` shows the stages). --method trains one method.
+    """
     from emda import api
     from emda.data.normalization import Normalization
     from emda.io.volume import parse_voxel_size
     from emda.methods.options import options_to_dict
     from emda.model import UNetConfig
     from emda.training.adapt import VolumeSpec, resolve_method
+    from emda.training.recipe import DEFAULT_RECIPE, load_recipe
 
     device = setup(options["device"], options["threads"])
-    chosen = resolve_method(method, opt or [])
+    if method is None and opt:
+        raise EmdaError("--opt needs --method (a recipe's stages carry their own options)")
+    if method is not None and recipe is not None:
+        raise EmdaError("--method and --recipe contradict each other: choose one")
+    if method is None and target is None:
+        raise EmdaError("--target is required by the recipe (or give --method ft to train on "
+                        "the source alone)")  # fmt: skip
+    chosen = resolve_method(method, opt or []) if method else None
+    plan = None if chosen else (load_recipe(recipe) if recipe else DEFAULT_RECIPE)
     config = train_config(options, amplitude_mix=amplitude_mix, target_planes=target_planes.value)
     try:
         model = UNetConfig(base_channels=base_channels, depth=depth)
     except ValueError as exc:
         raise EmdaError(f"--base-channels/--depth: {exc}") from None
+    voxel = parse_voxel_size(voxel_size)
+    sources = source_specs(source, source_labels, source_z or [], voxel, foreground)
+    tgt = None
+    if target:
+        tgt_voxel = parse_voxel_size(target_voxel_size, "--target-voxel-size")
+        tgt = VolumeSpec(target, None, target_z, tgt_voxel)
+    elif target_voxel_size:
+        raise EmdaError("--target-voxel-size needs --target")
     settings = resolved(ctx)
-    settings["opt"] = options_to_dict(chosen.options)
-    summary = api.adapt(
-        VolumeSpec(source, source_labels, source_z, parse_voxel_size(voxel_size), foreground),
-        VolumeSpec(target, None, target_z) if target else None,
-        out,
-        method=chosen,
-        config=config,
-        model_config=model,
-        normalization=Normalization(lower_percentile, upper_percentile),
-        target_bn=target_bn,
-        source_val_z=source_val_z,
-        device=device,
-        overwrite=options["overwrite"],
-        resume=options["resume"],
-        show_progress=not options["quiet"],
-        resolved_config=settings,
-    )
+    common = dict(
+        model_config=model, normalization=Normalization(lower_percentile, upper_percentile),
+        target_bn=target_bn, source_val_z=source_val_z, resample=resample, device=device,
+        overwrite=options["overwrite"], resume=options["resume"],
+        show_progress=not options["quiet"], resolved_config=settings,
+    )  # fmt: skip
+    if chosen is not None:
+        settings["opt"] = options_to_dict(chosen.options)
+        summary = api.adapt(sources, tgt, out, method=chosen, config=config, **common)
+    else:
+        assert plan is not None and tgt is not None
+        settings["recipe"] = str(recipe) if recipe else plan.name
+        summary = api.adapt_with_recipe(sources, tgt, out, plan, config=config, **common)
     report_run(summary)
+
+
+def source_specs(raws, labels, z_ranges, voxel, foreground) -> list:
+    """One VolumeSpec per --source, paired in order with --source-labels (and --source-z,
+    given once for all or once each)."""
+    from emda.training.adapt import VolumeSpec
+
+    if len(labels) != len(raws):
+        raise EmdaError(
+            f"--source-labels: {len(labels)} given for {len(raws)} --source volumes (one each)"
+        )
+    if len(z_ranges) > 1 and len(z_ranges) != len(raws):
+        raise EmdaError(f"--source-z: give it once, or once per --source ({len(raws)})")
+    zs = z_ranges if len(z_ranges) > 1 else [z_ranges[0] if z_ranges else None] * len(raws)
+    return [VolumeSpec(r, y, z, voxel, foreground) for r, y, z in zip(raws, labels, zs)]
 
 
 @app.command(no_args_is_help=True)
@@ -296,6 +368,13 @@ def recalibrate(
     batches: Annotated[
         int, typer.Option(help="Batches of target patches to average the statistics over.")
     ] = 100,
+    resample: Annotated[
+        bool,
+        typer.Option(
+            help="Resample target patches to the model's pixel size when the target's "
+            "differs by more than 10 %."
+        ),
+    ] = True,
     device: DeviceOpt = DeviceChoice.auto,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
@@ -309,7 +388,7 @@ def recalibrate(
     from emda.training.adapt import VolumeSpec
 
     done = api.recalibrate(
-        run, VolumeSpec(target, None, target_z), out, batches=batches,
+        run, VolumeSpec(target, None, target_z), out, batches=batches, resample=resample,
         device=setup(device, threads), overwrite=overwrite,
     )  # fmt: skip
     console.print(f"recalibrated model written to {done / 'checkpoint.pt'}")

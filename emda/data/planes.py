@@ -76,14 +76,19 @@ def ortho_warnings(
 
 
 def resolve_planes(
-    planes: str | Planes, volume: Volume, trained_on: VoxelSize | None = None
+    planes: str | Planes,
+    volume: Volume,
+    trained_on: VoxelSize | None = None,
+    saw_target_planes: bool = False,
 ) -> tuple[str, ...]:
     """The plane stacks to predict: ``("xy",)`` or ``("xy", "xz", "yz")``.
 
     ``auto`` reads only metadata, no labels: all three stacks when the volume is a 3D
-    stack of isotropic voxels and the model (``trained_on``: its checkpoint's voxel size)
-    was trained on isotropic voxels too, the case where averaging helps; slices
-    otherwise (an anisotropic volume, or a model that never saw a (z, x) plane)."""
+    stack of isotropic voxels and the model saw such planes in training, either because
+    its source was isotropic (``trained_on``: its checkpoint's voxel size) or because it
+    drew target patches from all three planes (``saw_target_planes``), the cases where
+    averaging helps; slices otherwise (an anisotropic volume, or a model that never saw
+    a (z, x) plane)."""
     try:
         choice = Planes(planes)
     except ValueError:
@@ -91,7 +96,8 @@ def resolve_planes(
         raise EmdaError(f"--planes {planes}: must be one of {names}") from None
     if choice is Planes.auto:
         volumetric = volume.shape[0] > 1
-        both_isotropic = is_isotropic(volume.voxel_size) and is_isotropic(trained_on)
+        saw_planes = is_isotropic(trained_on) or saw_target_planes
+        both_isotropic = is_isotropic(volume.voxel_size) and saw_planes
         choice = Planes.ortho if volumetric and both_isotropic else Planes.xy
     if choice is Planes.xy:
         return ("xy",)

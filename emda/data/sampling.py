@@ -10,6 +10,7 @@ import torch
 
 from emda.data.normalization import IntensityRange
 from emda.data.planes import PLANE_AXES
+from emda.data.resample import resize_patch, window_size
 from emda.errors import EmdaError
 from emda.io.volume import Volume
 from emda.methods.base import Batch
@@ -59,7 +60,9 @@ class PatchSampler:
     and (z, y) planes of an isotropic volume, their z rows kept inside the allowed
     slices' range. ``guide``: a volume aligned with ``raw`` (e.g. a teacher's
     probabilities) whose window comes with each patch as ``Batch.guide``, flipped and
-    rotated with it but never intensity-augmented.
+    rotated with it but never intensity-augmented. ``zoom``: the volume's pixel size
+    over the working one (:mod:`emda.data.resample`); each patch is cut from a window
+    of ``patch_size / zoom`` pixels and resampled to ``patch_size``.
     """
 
     def __init__(
@@ -72,8 +75,11 @@ class PatchSampler:
         augmentation: Augmentation | None = None,
         planes: Sequence[str] = ("xy",),
         guide: Volume | None = None,
+        zoom: float = 1.0,
     ) -> None:
         self.raw = raw
+        self.zoom = zoom
+        self.window = window_size(patch_size, zoom)  # in the volume's own pixels
         self.labels = labels
         self.intensity = intensity
         self.patch_size = patch_size
@@ -94,18 +100,11 @@ class PatchSampler:
         self.z_rows = (int(self.z_indices.min()), int(self.z_indices.max()) + 1)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        patches = [self._patch(rng) for _ in range(batch_size)]
-
-        def stacked(i: int) -> torch.Tensor | None:
-            if patches[0][i] is None:
-                return None
-            return torch.from_numpy(np.stack([p[i] for p in patches])[:, None])
-
-        return Batch(stacked(0), stacked(1), stacked(2))  # type: ignore[arg-type]
+        return _stack([self._patch(rng) for _ in range(batch_size)])
 
     def _window(self, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple]:
         """A plane stack (as an axis order) and a patch window in that order."""
-        p = self.patch_size
+        p = self.window
         # one plane stack: no draw, so slices-only sampling repeats what it always drew
         only = len(self.planes) == 1
         plane = self.planes[0] if only else self.planes[int(rng.integers(len(self.planes)))]
@@ -125,7 +124,7 @@ class PatchSampler:
     def _patch(
         self, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        p = self.patch_size
+        p, size = self.window, self.patch_size
         axes, window = self._window(rng)
 
         def cut(volume: Volume | None) -> np.ndarray | None:
@@ -135,6 +134,10 @@ class PatchSampler:
 
         x = _pad_to(self.intensity.apply(self.raw.permuted(axes).read(*window)[0]), p)
         y, guide = cut(self.labels), cut(self.guide)
+        if p != size:  # to the working pixel size; labels stay a mask
+            x = resize_patch(x, size)
+            guide = None if guide is None else resize_patch(guide, size)
+            y = None if y is None else (resize_patch(y, size) >= 0.5).astype(np.float32)
         if self.augmentation.dihedral:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             x, y, guide = (None if a is None else _dihedral(a, k, flip) for a in (x, y, guide))
@@ -142,6 +145,33 @@ class PatchSampler:
         return tuple(  # type: ignore[return-value]
             None if a is None else np.ascontiguousarray(a, dtype=np.float32) for a in (x, y, guide)
         )
+
+
+class MixedSampler:
+    """Patches from several labelled volumes, each patch from one drawn with equal
+    probability (balanced, whatever their sizes), each volume with its own
+    normalisation and pixel-size zoom (its :class:`PatchSampler`)."""
+
+    def __init__(self, samplers: Sequence[PatchSampler]) -> None:
+        if not samplers:
+            raise ValueError("MixedSampler needs at least one sampler")
+        self.samplers = list(samplers)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        if len(self.samplers) == 1:  # no draw: one source repeats what it always drew
+            return self.samplers[0].sample(batch_size, rng)
+        picks = rng.integers(len(self.samplers), size=batch_size)
+        patches = [self.samplers[int(i)]._patch(rng) for i in picks]
+        return _stack(patches)
+
+
+def _stack(patches: list) -> Batch:
+    def stacked(i: int) -> torch.Tensor | None:
+        if patches[0][i] is None:
+            return None
+        return torch.from_numpy(np.stack([p[i] for p in patches])[:, None])
+
+    return Batch(stacked(0), stacked(1), stacked(2))  # type: ignore[arg-type]
 
 
 def _dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:

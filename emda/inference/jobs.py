@@ -42,6 +42,7 @@ class PredictJob:
     threshold: float
     threads: int | None = None  # torch threads in a worker process
     axes: tuple[int, int, int] = (0, 1, 2)  # the plane stack predicted (emda.data.planes)
+    zoom: float = 1.0  # input pixel size / the model's (emda.data.resample)
 
 
 # one job per process at a time: (predictor, input volume, {kind: output array})
@@ -76,7 +77,7 @@ def _load(job, predictor, volume, outputs):
             model = load_checkpoint(job.checkpoint).build_model()
             predictor = SlidingWindowPredictor(
                 model, resolve_device(job.device), job.tile_size, job.overlap, job.batch_size,
-                job.blend, tta=job.tta,
+                job.blend, tta=job.tta, zoom=job.zoom,
             )  # fmt: skip
         if volume is None:
             volume = open_volume(job.input, job.key, job.voxel_size).permuted(job.axes)

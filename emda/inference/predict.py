@@ -33,6 +33,7 @@ from emda.data.planes import (
     resolve_planes,
     trained_in_three_planes,
 )
+from emda.data.resample import in_plane, pixel_zoom
 from emda.device import as_device
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import check_threshold
@@ -68,10 +69,12 @@ class PredictSettings:
     blend: str = BlendMode.gaussian.value
     normalize: str = NormalizeMode.volume.value
     tta: bool = False  # average the 8 flips/rotations of each tile
-    planes: str = Planes.xy.value
+    planes: str = Planes.auto.value
     block_size: int = 2048
     halo: int | None = None  # context read around a block; None: half a tile
     pyramid: int = 0  # levels below an .ome.zarr output
+    #: resample tiles to the model's pixel size when the volume's differs (> 10 %)
+    resample: bool = True
 
     @property
     def block_halo(self) -> int:
@@ -106,6 +109,7 @@ class _Plan:
     stacks: list[str]
     intensity: IntensityRange
     fingerprint: dict
+    zoom: float = 1.0
     writers: dict[str, VolumeWriter] = field(default_factory=dict)
     stack_writers: dict[str, VolumeWriter] = field(default_factory=dict)
 
@@ -170,7 +174,7 @@ def predict(
     plan = _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, resume)
     predictor = SlidingWindowPredictor(
         plan.checkpoint.build_model(), device, s.tile_size, s.overlap, s.batch_size, s.blend,
-        tta=s.tta,
+        tta=s.tta, zoom=plan.zoom,
     )  # fmt: skip
     _open_writers(plan, output, mask, s, overwrite, resume)
     job = PredictJob(
@@ -189,6 +193,7 @@ def predict(
         prob_dtype=s.prob_dtype,
         mask_path=_partial(plan.writers.get("mask")),
         threshold=s.threshold,
+        zoom=plan.zoom,
     )
     start = time.perf_counter()
     total = _execute(plan, job, predictor, s, progress, scheduler, workers, threads)
@@ -218,9 +223,9 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
             check_output(path, overwrite, option)
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
-    stacks = resolve_planes(s.planes, volume, ckpt.voxel_size)
+    saw = trained_in_three_planes(ckpt.training)
+    stacks = resolve_planes(s.planes, volume, ckpt.voxel_size, saw)
     if len(stacks) > 1 and Planes(s.planes) is Planes.ortho:
-        saw = trained_in_three_planes(ckpt.training)
         for message in ortho_warnings(str(input_path), volume.voxel_size, ckpt.voxel_size, saw):
             log.warning("%s", message)
     intensity = (
@@ -249,7 +254,25 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
         "halo": s.block_halo,
         "planes": list(stacks),
     }
-    return _Plan(ckpt, volume, list(stacks), intensity, fingerprint)
+    zoom = model_zoom(ckpt, volume, str(input_path)) if s.resample else 1.0
+    if zoom != 1.0:  # older partial outputs (no zoom recorded) were predicted without it
+        fingerprint["zoom"] = zoom
+    return _Plan(ckpt, volume, list(stacks), intensity, fingerprint, zoom=zoom)
+
+
+def model_zoom(ckpt: Checkpoint, volume: Volume, name: str) -> float:
+    """The volume's pixel size over the model's (emda.data.resample); a volume without
+    a voxel size is taken to share the model's, and the user told so."""
+    if volume.voxel_size is None:
+        if ckpt.pixel_size is not None:
+            log.warning("%s has no voxel size: assumed the model's %g nm pixels (give "
+                        "--voxel-size to correct)", name, ckpt.pixel_size)  # fmt: skip
+        return 1.0
+    zoom = pixel_zoom(in_plane(volume.voxel_size), ckpt.pixel_size)
+    if zoom != 1.0:
+        log.info("%s: %g nm pixels, the model's are %g nm: tiles are resampled by %.3g",
+                 name, in_plane(volume.voxel_size), ckpt.pixel_size, zoom)  # fmt: skip
+    return zoom
 
 
 def _open_writers(plan: _Plan, output, mask, s: PredictSettings, overwrite, resume) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from emda.data.dihedral import dihedral, undo_dihedral
 from emda.data.normalization import IntensityRange
+from emda.data.resample import in_plane, pixel_zoom
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import prediction_kind
 from emda.inference.sliding_window import SlidingWindowPredictor
@@ -35,6 +36,7 @@ class FrozenTeacher(nn.Module):
     def __init__(self, checkpoint: Checkpoint, batch_stats: bool = False) -> None:
         super().__init__()
         self.net = checkpoint.build_model()
+        self.pixel_size = checkpoint.pixel_size  # slices of another pixel size are resampled
         self.batch_stats = batch_stats
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -59,8 +61,9 @@ class FrozenTeacher(nn.Module):
         """The teacher's probabilities for the slices ``z_indices`` of ``raw`` (the rest
         stays 0), the first ``views`` flips/rotations averaged. Held in memory: 4 bytes
         per voxel of ``raw``."""
+        zoom = pixel_zoom(in_plane(raw.voxel_size), self.pixel_size)
         predictor = SlidingWindowPredictor(
-            self.net, device, TILE, batch_size=BATCH, tta=views > 1, views=views
+            self.net, device, TILE, batch_size=BATCH, tta=views > 1, views=views, zoom=zoom
         )
         prob = np.zeros(raw.shape, dtype=np.float32)
         for z in z_indices:

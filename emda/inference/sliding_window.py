@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from emda.data.dihedral import TRANSFORMS, dihedral, undo_dihedral
+from emda.data.resample import Resampled, native_tile
 from emda.errors import EmdaError
 
 
@@ -146,7 +147,12 @@ def _reflect_pad(images: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
 
 
 class SlidingWindowPredictor:
-    """Foreground probabilities of a 2D image (a slice or a block of one), tile by tile."""
+    """Foreground probabilities of a 2D image (a slice or a block of one), tile by tile.
+
+    ``zoom`` (the image's pixel size over the model's, :mod:`emda.data.resample`): each
+    tile is resampled to the model's pixel size and its output back, and tiles cover
+    about ``tile_size`` of the model's pixels; the output stays on the image's grid.
+    """
 
     def __init__(
         self,
@@ -159,13 +165,16 @@ class SlidingWindowPredictor:
         amp: bool = True,
         tta: bool = False,
         views: int = len(TRANSFORMS),
+        zoom: float = 1.0,
     ) -> None:
         divisor = getattr(getattr(model, "config", None), "divisor", 1)
         validate_window(tile_size, overlap, batch_size, divisor)
         self.divisor = divisor
-        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        model = model.to(device, memory_format=torch.channels_last).eval()
+        self.model = Resampled(model, zoom) if zoom != 1.0 else model
         self.device = device
-        self.tile_size = tile_size
+        self.zoom = zoom
+        self.tile_size = native_tile(tile_size, zoom, divisor) if zoom != 1.0 else tile_size
         self.overlap = overlap
         self.batch_size = batch_size
         self.blend = BlendMode(blend)

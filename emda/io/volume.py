@@ -335,18 +335,18 @@ def read_labels(
     )
 
 
-def parse_voxel_size(text: str | None) -> VoxelSize | None:
+def parse_voxel_size(text: str | None, option: str = "--voxel-size") -> VoxelSize | None:
     """``"50,4.6,4.6"`` (z, y, x in nm) -> tuple; a single number means isotropic."""
     if text is None or str(text).strip() == "":
         return None
     try:
         values = [float(v) for v in str(text).split(",")]
     except ValueError:
-        raise EmdaError(f"--voxel-size {text}: expected Z,Y,X in nm, e.g. 50,4.6,4.6") from None
+        raise EmdaError(f"{option} {text}: expected Z,Y,X in nm, e.g. 50,4.6,4.6") from None
     if len(values) == 1:
         values *= 3
     if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise EmdaError(f"--voxel-size {text}: expected three positive numbers Z,Y,X in nm")
+        raise EmdaError(f"{option} {text}: expected three positive numbers Z,Y,X in nm")
     return (values[0], values[1], values[2])
 
 

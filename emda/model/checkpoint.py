@@ -39,6 +39,18 @@ class Checkpoint:
     heads: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     emda_version: str = __version__
 
+    @property
+    def pixel_size(self) -> float | None:
+        """The (y, x) pixel size in nm the network works at (``emda.data.resample``):
+        recorded by training (None: trained without resampling, it takes any image as
+        it comes); for older checkpoints, their voxel size's."""
+        if "pixel_size" in (self.training or {}):
+            recorded = self.training["pixel_size"]
+            return None if recorded is None else float(recorded)
+        if self.voxel_size is None:
+            return None
+        return (float(self.voxel_size[1]) + float(self.voxel_size[2])) / 2
+
     def build_model(self) -> UNet:
         model = UNet(self.model_config)
         model.load_state_dict(self.state_dict)

@@ -8,7 +8,7 @@ rerunnable with ``--config``) and ``training_curve.png``.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,18 @@ from emda.training.state import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, read_log
 CONFIG_NAME = "config.toml"
 CURVE_NAME = "training_curve.png"
 RUN_FILES = (CHECKPOINT_NAME, STATE_NAME, LOG_NAME, CONFIG_NAME, CURVE_NAME)
+
+
+@dataclass
+class RunSummary:
+    """What a training command reports when it finishes."""
+
+    run_dir: Path
+    iterations: int
+    seconds: float
+    final_terms: dict[str, float]
+    source_validation: dict | None = None  # scores on held-out source slices, as trained
+    stages: list[dict] | None = None  # a recipe's stages as recipe.json records them
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:

@@ -1,0 +1,43 @@
+"""What a training command reads: volumes as specified, loaded and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from emda.data.resample import check_voxel_size
+from emda.errors import EmdaError
+from emda.evaluation.evaluate import parse_z_range
+from emda.io.volume import Volume, open_volume, read_labels
+
+
+@dataclass
+class VolumeSpec:
+    """Where a training volume is and which z-slices of it to use."""
+
+    raw: str
+    labels: str | None = None
+    z_range: str | None = None
+    voxel_size: tuple[float, float, float] | None = None
+    foreground: float | None = None
+
+
+def load_training_volume(spec: VolumeSpec, role: str) -> tuple[Volume, Volume | None, list[int]]:
+    check_voxel_size(
+        spec.voxel_size, f"--{role}-voxel-size" if role != "source" else "--voxel-size"
+    )
+    raw = open_volume(spec.raw, voxel_size=spec.voxel_size)
+    labels = None
+    if spec.labels:
+        labels = read_labels(spec.labels, foreground=spec.foreground)
+        if labels.shape != raw.shape:
+            raise EmdaError(
+                f"{spec.labels}: label shape {labels.shape} differs from {role} raw "
+                f"{spec.raw} shape {raw.shape}"
+            )
+    start, stop = parse_z_range(spec.z_range, raw.shape[0], f"--{role}-z")
+    zs = list(range(start, stop))
+    if labels is not None and not any(np.any(labels.read(z)) for z in zs):
+        raise EmdaError(f"{spec.labels}: no foreground voxels in the {role} labels used")
+    return raw, labels, zs
