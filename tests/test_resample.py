@@ -202,3 +202,33 @@ def test_predict_without_voxel_size_assumes_the_models(model_at_5nm, tmp_path, c
         predict(model_at_5nm, src, str(tmp_path / "p.tif"), settings=PredictSettings(planes="xy"),
                 device="cpu")  # fmt: skip
     assert "has no voxel size: assumed the model's 5 nm pixels" in caplog.text
+
+
+def test_adapt_records_the_working_pixel_size_and_the_targets_zoom(tmp_path):
+    from tests.conftest import adapt_on_crops
+
+    out = tmp_path / "run"
+    result = adapt_on_crops(out, "--target-voxel-size", "50,9.2,9.2", method="ynet")
+    assert result.exit_code == 0, result.output
+    training = torch.load(out / "checkpoint.pt", weights_only=True)["training"]
+    assert training["pixel_size"] == 5.0  # the EPFL source's
+    assert training["target_zoom"] == pytest.approx(9.2 / 5.0)
+    plain = adapt_on_crops(tmp_path / "plain", "--no-resample", method="ynet")
+    assert plain.exit_code == 0, plain.output
+    training = torch.load(tmp_path / "plain/checkpoint.pt", weights_only=True)["training"]
+    assert training["pixel_size"] is None and training["target_zoom"] == 1.0
+
+
+def test_several_sources_train_one_model(tmp_path):
+    from tests.conftest import CROPS, adapt_on_crops
+
+    sources = ["--source", str(CROPS / "epfl_train/raw.tif"), "--source-labels",
+               str(CROPS / "epfl_train/labels.tif"), "--source", str(CROPS / "vnc/raw.tif"),
+               "--source-labels", str(CROPS / "vnc/labels.tif")]  # fmt: skip
+    result = adapt_on_crops(tmp_path / "two", *sources, "--source-z", "0:8", "--source-z", "0:8")
+    assert result.exit_code == 0, result.output
+    training = torch.load(tmp_path / "two/checkpoint.pt", weights_only=True)["training"]
+    assert training["sources"] == [str(CROPS / "epfl_train/raw.tif"), str(CROPS / "vnc/raw.tif")]
+    bad = adapt_on_crops(tmp_path / "bad", *sources, "--source-z", "0:8", "--source-z", "0:8",
+                         "--source-z", "0:8")  # fmt: skip
+    assert bad.exit_code != 0 and "--source-z: give it once, or once per --source" in bad.output
