@@ -136,6 +136,8 @@ def test_a_recipe_runs_its_stages_into_one_run(tmp_path):
     stage = torch.load(out / "stages/2-selftrain/checkpoint.pt", weights_only=True)
     assert all(torch.equal(final["state_dict"][k], v) for k, v in stage["state_dict"].items())
     assert final["training"]["recipe"]["model"] == "stages/2-selftrain"
+    assert "recipe = " in (out / "config.toml").read_text()  # the command's settings, once
+    assert not (out / "stages/1-align/config.toml").exists()
     info = runner.invoke(app, ["info", str(out)], terminal_width=200)
     assert "stage 1-align" in info.output and "kept" in info.output
     again = _run(tmp_path, out, "--resume")

@@ -283,7 +283,7 @@ def adapt(
         summary = api.adapt(sources, tgt, out, method=chosen, config=config, **common)
     else:
         assert plan is not None and tgt is not None
-        settings["recipe"] = str(recipe) if recipe else plan.name
+        settings["recipe"] = str(recipe) if recipe else None  # None: the default recipe
         summary = api.adapt_with_recipe(sources, tgt, out, plan, config=config, **common)
     report_run(summary)
 

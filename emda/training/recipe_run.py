@@ -2,9 +2,10 @@
 
 ``RUN/stages/1-align``, ``RUN/stages/2-selftrain-1``, ... are ordinary run directories
 (each resumable on its own); ``RUN/recipe.json`` records the recipe, each stage's
-status, settings, time and target statistics; ``RUN/checkpoint.pt`` is the model of the
-last stage kept, so ``predict``, ``finetune``, ``evaluate`` and ``info`` use the run as
-any other. ``resume`` skips finished stages and continues the one that was interrupted.
+status, settings, time and target statistics; ``RUN/config.toml`` holds the command's
+settings; ``RUN/checkpoint.pt`` is the model of the last stage kept, so ``predict``,
+``finetune``, ``evaluate`` and ``info`` use the run as any other. ``resume`` skips
+finished stages and continues the one that was interrupted.
 
 After every stage, the model predicts a few target slices (no labels): the share of
 pixels it marks as mitochondria and its mean confidence are recorded. A stage taught by
@@ -33,7 +34,7 @@ from emda.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.training.adapt import RunSummary, VolumeSpec, adapt, resolve_method
 from emda.training.config import TrainConfig
 from emda.training.recipe import AUTO_PLANES, Recipe, check_recipe, has_teacher, stage_dir_name
-from emda.training.run_dir import check_run_dir, prepare_run_dir
+from emda.training.run_dir import check_run_dir, prepare_run_dir, write_config
 from emda.training.state import CHECKPOINT_NAME, STATE_NAME
 
 log = logging.getLogger("emda")
@@ -65,6 +66,7 @@ def adapt_with_recipe(
     stage's :func:`~emda.training.adapt.adapt` (model, normalisation, resample...).
     """
     check_recipe(recipe)
+    resolved = adapt_options.pop("resolved_config", None)  # the run's, not each stage's
     config = config or TrainConfig()
     run_dir = Path(out)
     if resume:
@@ -80,6 +82,7 @@ def adapt_with_recipe(
         prepare_run_dir(run_dir, overwrite)
         shutil.rmtree(run_dir / STAGES_DIR, ignore_errors=True)
         (run_dir / STAGES_DIR).mkdir()
+        write_config(run_dir, "adapt", resolved)
         _write(run_dir, record)
     tgt = open_volume(target.raw, voxel_size=target.voxel_size)
     kept: Path | None = None
