@@ -15,7 +15,8 @@ trained here unless ``--model`` names one), meets each target three ways:
    tiles are resampled to the model's 5 nm);
 3. binned 2x, pixel for pixel: ``--no-resample``.
 
-EPFL test (in-domain) is predicted directly; the VNC (EPFL -> VNC) after ``emda
+EPFL test (in-domain) is predicted directly, and the binned arms also after ``emda
+recalibrate`` on the binned volume itself (target batch norm, no labels); the VNC (EPFL -> VNC) after ``emda
 recalibrate`` on its slices 0-12 (target batch norm, what ``emda adapt --target`` ends
 with), scored on slices 13-19. Slices only (``--planes xy``), threshold 0.5. The network
 is the same in every arm, so the differences are the pixel size's alone. Writes
@@ -74,14 +75,20 @@ def binned(raw_path: Path, labels_path: Path, name: str) -> tuple[str, str]:
 
 
 def score(model: str, raw: str, labels: str, tag: str, z: str | None, *flags: str) -> dict:
+    """Predict and evaluate, kept in ``WORK/{tag}_result.json`` so a rerun skips it."""
+    kept = WORK / f"{tag}_result.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
     prob, scores = WORK / f"{tag}_prob.tif", WORK / f"{tag}_scores.json"
     seconds = emda("predict", model, raw, "--output", str(prob), "--planes", "xy", "--quiet",
                    "--overwrite", *flags)  # fmt: skip
     emda("evaluate", str(prob), "--labels", labels, "--json", str(scores), "--overwrite",
          *(["--z-range", z] if z else []))  # fmt: skip
     (result,) = json.loads(scores.read_text())
-    return {"iou": result["iou"], "precision": result["precision"], "recall": result["recall"],
-            "predict_seconds": round(seconds, 1)}  # fmt: skip
+    result = {"iou": result["iou"], "precision": result["precision"], "recall": result["recall"],
+              "predict_seconds": round(seconds, 1)}  # fmt: skip
+    kept.write_text(json.dumps(result))
+    return result
 
 
 def main() -> None:
@@ -106,6 +113,13 @@ def main() -> None:
             "binned_2x_pixel_for_pixel": (epfl_raw, epfl_lab, ["--no-resample"])}  # fmt: skip
     for arm, (raw, labels, flags) in arms.items():
         results["in_domain"][arm] = score(model, raw, labels, f"epfl_{arm}", None, *flags)
+    for arm in ("binned_2x_resampled", "binned_2x_pixel_for_pixel"):  # + target batch norm
+        raw, labels, flags = arms[arm]
+        bn = str(WORK / f"epfl_{arm}_bn")
+        if not (Path(bn) / "checkpoint.pt").exists():
+            emda("recalibrate", model, "--target", raw, "--out", bn, "--overwrite", *flags)
+        results["in_domain"][f"{arm}_target_bn"] = score(bn, raw, labels, f"epfl_{arm}_bn",
+                                                         None, *flags)  # fmt: skip
     arms = {"native": (str(vnc / "raw.tif"), str(vnc / "labels.tif"), []),
             "binned_2x_resampled": (vnc_raw, vnc_lab, []),
             "binned_2x_pixel_for_pixel": (vnc_raw, vnc_lab, ["--no-resample"])}  # fmt: skip
