@@ -4,6 +4,7 @@
 # FT and Y-Net seeds 1-2 if at most half of DEADLINE is gone, then the report.
 #
 #   DEADLINE=480 bash benchmarks/gpu_profile.sh [DIRECTION]
+#   DEADLINE=480 bash benchmarks/gpu_profile.sh DIRECTION recipe   # the recipe, seeds 0-2
 #
 # DEADLINE (seconds, default none) stops what is still running at that point; finished
 # rows are kept (benchmarks/results/gpu/runs/<key>.json) and a rerun skips them.
@@ -27,6 +28,18 @@ row() {  # method seeds [semi]
         --directions "$direction" --methods "$1" --seeds "$2" ${3:+--semi "$3"} \
         >>"$logs/$direction-$1.txt" 2>&1
 }
+
+if [ "${2:-}" = recipe ]; then  # `emda adapt` without --method, scored as predict's default
+    for s in 0 1 2; do
+        timeout "$(left)" "$py" benchmarks/paper_table.py run --no-report --profile gpu \
+            --directions "$direction" --methods recipe --seeds "$s" --planes auto \
+            >>"$logs/$direction-recipe.txt" 2>&1 &
+    done
+    wait
+    "$py" benchmarks/paper_table.py report --profile gpu >"$logs/report.txt" 2>&1
+    cat benchmarks/results/gpu/table.md 2>/dev/null
+    exit 0
+fi
 
 for m in ft mmd coral dann ynet meanteacher; do row "$m" 0 0.15 & done
 wait

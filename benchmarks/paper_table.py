@@ -288,6 +288,10 @@ def row_config(
         config["target_planes"] = target_planes
     if average_weights:  # `emda adapt --average-weights`; rows without it keep their keys
         config["average_weights"] = average_weights
+    if method == RECIPE:  # what `emda adapt` runs without --method today
+        from emda.training.recipe import DEFAULT_RECIPE
+
+        config["recipe"] = DEFAULT_RECIPE.to_dict()
     return config
 
 
@@ -670,6 +674,13 @@ def row_label(config: dict) -> str:
         if name in config:
             changed[name] = config[name]
     matched = " (matched sharpness)" if config.get("match_sharpness") else ""
+    if "recipe" in config:  # its stages, so that two recipes make two rows
+        total = config["iterations"]
+        stages = ", ".join(
+            f"{st['method']} {st.get('iterations') or round(st.get('share', 1.0) * total)}"
+            for st in config["recipe"]["stages"]
+        )
+        return f"recipe ({stages})"
     return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items()) + matched
 
 

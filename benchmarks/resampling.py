@@ -16,11 +16,11 @@ trained here unless ``--model`` names one), meets each target three ways:
 3. binned 2x, pixel for pixel: ``--no-resample``.
 
 EPFL test (in-domain) is predicted directly, and the binned arms also after ``emda
-recalibrate`` on the binned volume itself (target batch norm, no labels); the VNC (EPFL -> VNC) after ``emda
-recalibrate`` on its slices 0-12 (target batch norm, what ``emda adapt --target`` ends
-with), scored on slices 13-19. Slices only (``--planes xy``), threshold 0.5. The network
-is the same in every arm, so the differences are the pixel size's alone. Writes
-benchmarks/results/resampling.json.
+recalibrate`` on the binned volume itself (target batch norm, no labels). The VNC (EPFL
+-> VNC) is predicted after ``emda recalibrate`` on its slices 0-12 (target batch norm,
+what ``emda adapt --target`` ends with) and scored on slices 13-19. Slices only
+(``--planes xy``), threshold 0.5. The network is the same in every arm, so the
+differences are the pixel size's alone. Writes benchmarks/results/resampling.json.
 """
 
 from __future__ import annotations

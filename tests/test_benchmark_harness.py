@@ -339,3 +339,30 @@ def test_a_bad_averaging_fraction_stops_the_harness_before_any_work(
     with pytest.raises(SystemExit, match=r"--average-weights 2.0: must be in \[0, 1\]"):
         harness.main()
     assert fake_runs == []  # no emda call, so no work directory either
+
+
+def test_the_recipe_row_runs_emda_adapt_without_a_method_and_is_keyed_by_its_stages(
+    harness, fake_runs, tmp_path
+):
+    direction = harness.directions("crops")["epfl2vnc"]
+    fake_recipe = {"stages": [{"name": "1-align", "status": "kept"}]}
+
+    def adapt_then_record(*args, log):
+        harness_emda(*args, log=log)
+        if args[0] == "adapt":
+            out = Path(args[args.index("--out") + 1])
+            (out / "recipe.json").write_text(json.dumps(fake_recipe))
+        return 1.0
+
+    harness_emda = harness.emda
+    harness.emda = adapt_then_record
+    try:
+        result = harness.run_one("smoke", direction, "recipe", 0, None, planes="auto")
+    finally:
+        harness.emda = harness_emda
+    (adapt,) = [c for c in fake_runs if c[0] == "adapt"]
+    assert "--method" not in adapt and "--no-target-bn" not in adapt and "--target" in adapt
+    assert not [c for c in fake_runs if c[0] == "recalibrate"]  # its stages end with target BN
+    assert set(result) >= {"scores", "recipe"} and "scores_as_trained" not in result
+    assert result["config"]["recipe"]["name"] == "default"
+    assert harness.row_label(result["config"]).startswith("recipe (ynet ")
