@@ -186,3 +186,8 @@ def test_a_stage_that_shrinks_the_objects_is_not_kept(tmp_path, monkeypatch):
     assert [s["status"] for s in record["stages"]] == ["kept", "rejected", "stopped"]
     assert "under 75% of its teacher's 10.00%" in record["stages"][1]["reason"]
     assert record["model"] == "stages/1-align"
+
+
+def test_the_example_recipe_is_valid():
+    recipe = load_recipe(CROPS.parents[1] / "examples/recipes/coral_then_selftrain.toml")
+    assert [s.method for s in recipe.stages] == ["coral", "selftrain"]
