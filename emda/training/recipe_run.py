@@ -90,7 +90,7 @@ def adapt_with_recipe(
     for i, stage in enumerate(recipe.stages, 1):
         entry = record["stages"][i - 1]
         stage_dir = run_dir / STAGES_DIR / stage_dir_name(i, stage)
-        if entry["status"] in ("kept", "rejected", "skipped"):
+        if entry["status"] in ("kept", "rejected"):
             if entry["status"] == "kept":
                 kept, kept_stats = stage_dir, entry.get("target")
             continue
