@@ -27,29 +27,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from paper_table import emda as run_emda  # noqa: E402
+
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data"
 WORK = HERE / "work" / "resampling"
-EMDA = [sys.executable, "-m", "emda"]
 
 
 def emda(*args: str) -> float:
-    start = time.perf_counter()
-    with open(WORK / "log.txt", "a") as log:
-        log.write("$ emda " + " ".join(args) + "\n")
-        log.flush()
-        done = subprocess.run([*EMDA, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode:
-        sys.exit(f"emda {args[0]} failed; see {WORK / 'log.txt'}")
-    return time.perf_counter() - start
+    """One emda command (the paper-table harness's runner), logged to WORK/log.txt."""
+    return run_emda(*args, log=WORK / "log.txt")
 
 
 def binned(raw_path: Path, labels_path: Path, name: str) -> tuple[str, str]:

@@ -125,7 +125,7 @@ def adapt(
     target: Annotated[
         str | None,
         typer.Option(
-            help="Unlabelled target raw volume (needed by every method except ft).",
+            help="Unlabelled target raw volume (needed by the recipe and every method but ft).",
             rich_help_panel=D,
         ),
     ] = None,

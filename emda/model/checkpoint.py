@@ -18,6 +18,7 @@ import torch
 
 from emda import __version__
 from emda.data.normalization import IntensityRange, Normalization
+from emda.data.resample import in_plane
 from emda.errors import EmdaError
 from emda.model import UNet, UNetConfig
 
@@ -47,9 +48,7 @@ class Checkpoint:
         if "pixel_size" in (self.training or {}):
             recorded = self.training["pixel_size"]
             return None if recorded is None else float(recorded)
-        if self.voxel_size is None:
-            return None
-        return (float(self.voxel_size[1]) + float(self.voxel_size[2])) / 2
+        return in_plane(self.voxel_size)
 
     def build_model(self) -> UNet:
         model = UNet(self.model_config)
