@@ -80,6 +80,65 @@ CASES = [
          "unsupported output type"),
     Case("run directory already holds a run", f"{ADAPT} {SRC}".replace("{o}/run", "{run}"), 1,
          "already holds a run"),
+    # --- nothing lost: an output never replaces an input
+    Case("predict written over its own input", f"{PRED} {{d}}/full.tif --output {{d}}/full.tif "
+         "--overwrite", 1, "full.tif: would overwrite the input"),
+    Case("predict written over its input through a symlink and ..",
+         f"{PRED} {{d}}/full.tif --output {{d}}/link/../link.tif --overwrite", 1,
+         "would overwrite the input"),
+    Case("predict's mask over its zarr input", f"{PRED} {{d}}/root.zarr --mask {{d}}/root.zarr "
+         "--overwrite", 1, "would overwrite the input"),
+    Case("predict written over the store holding its input",
+         f"{PRED} {{d}}/grp.zarr/raw --output {{d}}/grp.zarr --overwrite", 1,
+         "would overwrite the input"),
+    Case("predict over the checkpoint it reads", f"{PRED} {{d}}/tiny.tif --output "
+         "{run}/checkpoint.pt --overwrite", 1, "would overwrite the input"),
+    Case("finetune written into the run it continues", f"{FT} --overwrite".replace(
+         "{o}/ft", "{run}"), 1, "would overwrite the input"),
+    Case("recalibrate written into the run it reads",
+         "recalibrate {run} --target {d}/tiny.tif --out {run} --overwrite", 1,
+         "would overwrite the input"),
+    Case("clean written over the labels it takes sizes from",
+         "clean {d}/prob.tif --mask {d}/labnone.tif --sizes-from {d}/labnone.tif --overwrite",
+         1, "would overwrite the input"),
+    Case("an output that is an existing directory",
+         f"{PRED} {{d}}/tiny.tif --output {{d}}/dirout.tif --overwrite", 1, "is a directory"),
+    Case("a zarr output over a directory that is not zarr",
+         f"{PRED} {{d}}/tiny.tif --output {{d}}/plain.zarr --overwrite", 1,
+         "is a directory that is not zarr"),
+    # --- nothing silently wrong: NaN, complex values, unfinished outputs, bad metadata
+    Case("NaN in the source", f"{ADAPT} --source {{d}}/nan.tif --source-labels "
+         "{d}/nanlab.tif", 1, "nan.tif: slice z=1 contains NaN or Inf"),
+    Case("NaN in the target (adapt's target batch norm)", f"{ADAPT} {SRC} --target {{d}}/nan.tif",
+         1, "nan.tif: slice z=1 contains NaN or Inf"),
+    Case("NaN in recalibrate's target", "recalibrate {run} --target {d}/nan.tif --out {o}/r", 1,
+         "nan.tif: slice z=1 contains NaN or Inf"),
+    Case("checkpoint with NaN weights", f"predict {{d}}/nanw.pt {{d}}/tiny.tif {OUT}", 1,
+         "hold NaN or Inf"),
+    Case("checkpoint whose configuration does not match its weights",
+         f"predict {{d}}/mismatch.pt {{d}}/tiny.tif {OUT}", 1, "does not match its weights"),
+    Case("checkpoint describing an absurdly large network",
+         f"predict {{d}}/huge.pt {{d}}/tiny.tif {OUT}", 1, "larger than any emda model"),
+    Case("complex-valued TIFF", f"{PRED} {{d}}/complex.tif {OUT}", 1, "are not an image"),
+    Case("corrupt zarr chunk", f"{PRED} {{d}}/corrupt.zarr {OUT}", 1, "corrupt.zarr: unreadable data"),
+    Case("zarr input with missing chunks (read as zeros: said)", f"{PRED} {{d}}/sparse.zarr {OUT}",
+         0, "1 of its 2 chunks are missing on disk"),
+    Case("OME-Zarr whose dataset is missing", f"{PRED} {{d}}/noset.ome.zarr {OUT}", 1,
+         "names a dataset that is not there"),
+    Case("negative voxel size in the file's metadata", f"{PRED} {{d}}/negvox.tif {OUT}", 1,
+         "negvox.tif: the file's voxel size"),
+    Case("ensemble of an unfinished output", "ensemble {d}/part.zarr {d}/prob.tif "
+         "--output {o}/e.tif", 1, "part.zarr: is an unfinished output"),
+    Case("clean of an unfinished output", "clean {d}/part.zarr --mask {o}/m.tif --min-size 1 "
+         "--max-hole 1", 1, "part.zarr: is an unfinished output"),
+    Case("evaluate logits, not probabilities", "evaluate {d}/logits.tif --labels "
+         "{d}/tinylab.tif", 1, "logits.tif: values outside [0, 1]"),
+    Case("--target-z without --target", f"{ADAPT} {SRC} --target-z 0:2", 1,
+         "--target-z needs --target"),
+    Case("--config that is not UTF-8", f"{PRED} {{d}}/tiny.tif {OUT} --config {{d}}/latin1.toml",
+         2, "not UTF-8 text"),
+    Case("--config that is a directory", f"{PRED} {{d}}/tiny.tif {OUT} --config {{d}}/dirout.tif",
+         2, "is a directory"),
     # --- checkpoints
     Case("checkpoint that is not a checkpoint (random bytes)",
          f"predict {{d}}/garbage.pt {{d}}/tiny.tif {OUT}", 1, "garbage.pt: "),
@@ -176,7 +235,7 @@ CASES = [
          "ensemble {d}/prob.tif {d}/prob.tif --output {o}/e.tif", 1, "prob.tif: given twice"),
     Case("ensemble written over one of its inputs",
          "ensemble {d}/prob.tif {d}/full.tif --output {d}/full.tif --overwrite", 1,
-         "is one of the inputs"),
+         "would overwrite the input"),
     Case("ensemble of logits, not probabilities",
          "ensemble {d}/tiny.tif {d}/logits.tif --output {o}/e.tif", 1,
          "logits.tif (z 0-2): values outside [0, 1]"),
@@ -236,7 +295,46 @@ def files(tmp_path_factory):
     torch.save(future, d / "future.pt")
     torch.save({"a": torch.zeros(1)}, d / "plain.pt")
     torch.save({"format": "emda-checkpoint", "x": Evil()}, d / "evil.pt")
+    _hostile_files(d, raw, lab, future)
     return d
+
+
+def _hostile_files(d: Path, raw: np.ndarray, lab: np.ndarray, ckpt: dict) -> None:
+    """Files that once made emda lose or corrupt data (issue: nothing lost)."""
+    (d / "sub").mkdir()
+    (d / "link").symlink_to(d / "sub", target_is_directory=True)  # link/.. is d
+    (d / "link.tif").symlink_to(d / "full.tif")
+    zarr.create_array(str(d / "root.zarr"), data=raw[:2, :64, :64], chunks=(1, 64, 64))
+    (d / "dirout.tif").mkdir()
+    (d / "plain.zarr").mkdir()
+    (d / "plain.zarr" / "notes.txt").write_text("a user's file")
+    tifffile.imwrite(d / "nanlab.tif", lab[:3])
+    for name, change in (
+        ("nanw.pt", lambda c: next(v for v in c["state_dict"].values()
+                                   if v.is_floating_point()).view(-1).__setitem__(0, np.nan)),
+        ("mismatch.pt", lambda c: c["model_config"].update(base_channels=8)),
+        ("huge.pt", lambda c: c["model_config"].update(depth=10_000)),
+    ):  # fmt: skip
+        crafted = {**ckpt, "format_version": 1, "model_config": dict(ckpt["model_config"]),
+                   "state_dict": {k: v.clone() for k, v in ckpt["state_dict"].items()}}
+        change(crafted)
+        torch.save(crafted, d / name)
+    tifffile.imwrite(d / "complex.tif", np.ones((2, 8, 8), np.complex64))
+    zarr.create_array(str(d / "corrupt.zarr"), data=raw[:2, :64, :64], chunks=(1, 64, 64))
+    for chunk in (d / "corrupt.zarr").rglob("c/0/0/0"):
+        chunk.write_bytes(b"\x00garbage, not a compressed chunk")
+    sparse = zarr.create_array(str(d / "sparse.zarr"), shape=(2, 64, 64), chunks=(1, 64, 64),
+                               dtype="uint8")  # fmt: skip
+    sparse[0] = raw[0, :64, :64]
+    group = zarr.open_group(str(d / "noset.ome.zarr"), mode="w")
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": [], "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]}]}
+    tifffile.imwrite(d / "negvox.tif", raw[:2, :50, :50], imagej=True, resolution=(0.2, 0.2),
+                     metadata={"spacing": -5.0, "unit": "nm"})  # fmt: skip
+    part = zarr.create_array(str(d / "part.zarr"), shape=tuple(lab.shape), dtype="uint8",
+                             chunks=(1, *lab.shape[1:]))  # fmt: skip
+    part.attrs.update({"emda_complete": False})
+    (d / "latin1.toml").write_bytes(b"threshold = 0.5\n# caf\xe9\n")
 
 
 def _snapshot(d: Path) -> dict:
@@ -244,7 +342,7 @@ def _snapshot(d: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.situation for c in CASES])
-def test_bad_input(case, files, tmp_path, monkeypatch):
+def test_bad_input(case, files, tmp_path, monkeypatch, caplog):
     from typer.testing import CliRunner
 
     from emda.cli import app
@@ -255,7 +353,7 @@ def test_bad_input(case, files, tmp_path, monkeypatch):
     args = shlex.split(case.command.format(run=files / "run", d=files, c=CROPS, o=out))
     before = _snapshot(files)
     result = CliRunner().invoke(app, args)
-    text = result.output
+    text = result.output + caplog.text  # warnings go through logging
     assert result.exit_code == case.exit_code, text
     assert "Traceback" not in text
     assert case.message in " ".join(text.split()), text

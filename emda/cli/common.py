@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.exceptions import TyperException
 from rich.console import Console
 
 from emda.device import DeviceChoice
 from emda.errors import EmdaError
+from emda.safety.boundary import as_user_error, internal_error
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in emda, not a problem with the input
 
 app = typer.Typer(
     name="emda",
@@ -32,20 +36,28 @@ out = Console()  # results (tables, JSON)
 
 
 def user_errors(fn: Callable) -> Callable:
-    """EmdaError -> one line on stderr and exit 1 (full traceback with EMDA_DEBUG=1)."""
+    """Every failure -> one line on stderr and a non-zero exit; never a traceback (set
+    EMDA_DEBUG=1 for one). Operating-system errors are worded by :mod:`emda.safety.boundary`;
+    anything else is reported as an internal error, exit status 70."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except EmdaError as exc:
-            if os.environ.get("EMDA_DEBUG") == "1":
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+        except (typer.Exit, typer.Abort, TyperException):  # typer's own: usage errors
+            raise
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing half-written was kept", err=True)
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("EMDA_DEBUG") == "1":
+                raise
+            error = as_user_error(exc)
+            if error is None:
+                typer.echo(f"error: {internal_error(exc)}", err=True)
+                raise typer.Exit(INTERNAL_ERROR) from None
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(getattr(error, "exit_code", 1)) from None
 
     return wrapper
 
@@ -88,6 +100,12 @@ def load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | No
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise typer.BadParameter(f"{value}: no such file") from None
+    except IsADirectoryError:
+        raise typer.BadParameter(f"{value}: is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise typer.BadParameter(f"{value}: unreadable ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{value}: not UTF-8 text, so not a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise typer.BadParameter(f"{value}: invalid TOML ({exc})") from None
     command = ctx.info_name

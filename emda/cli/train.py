@@ -269,8 +269,9 @@ def adapt(
     if target:
         tgt_voxel = parse_voxel_size(target_voxel_size, "--target-voxel-size")
         tgt = VolumeSpec(target, None, target_z, tgt_voxel)
-    elif target_voxel_size:
-        raise EmdaError("--target-voxel-size needs --target")
+    elif target_voxel_size or target_z:
+        raise EmdaError(f"{'--target-voxel-size' if target_voxel_size else '--target-z'} "
+                        "needs --target")  # fmt: skip
     settings = resolved(ctx)
     common = dict(
         model_config=model, normalization=Normalization(lower_percentile, upper_percentile),

@@ -9,7 +9,7 @@ import numpy as np
 from emda.errors import EmdaError
 from emda.evaluation.metrics import Confusion
 from emda.io.volume import Volume, open_volume, to_foreground
-from emda.io.writer import COMPLETE_ATTR
+from emda.safety.validate import check_complete, check_probabilities
 
 
 @dataclass
@@ -79,8 +79,7 @@ def binarize(block: np.ndarray, kind: str, threshold: float, source: str) -> np.
     if kind == "mask":
         return block.astype(bool)
     if block.dtype.kind == "f":
-        if not np.all(np.isfinite(block)):
-            raise EmdaError(f"{source}: prediction contains NaN or Inf values")
+        check_probabilities(block, source)
         return block >= threshold
     return block.astype(np.float32) / 255.0 >= threshold
 
@@ -100,9 +99,7 @@ def score_volume(
             f"{prediction.path}: shape {prediction.shape} differs from ground truth "
             f"{truth.path} shape {truth.shape}"
         )
-    attrs = getattr(prediction.array, "attrs", None)
-    if attrs is not None and dict(attrs).get(COMPLETE_ATTR) is False:
-        raise EmdaError(f"{prediction.path}: prediction is incomplete (interrupted write)")
+    check_complete(prediction)
     start, stop = parse_z_range(z_range, truth.shape[0])
     kind = prediction_kind(prediction)
     per_slice = []

@@ -44,9 +44,11 @@ from emda.inference.jobs import load as load_job
 from emda.inference.jobs import release as release_job
 from emda.inference.sliding_window import BlendMode, SlidingWindowPredictor
 from emda.interrupt import Interrupted, StopOnInterrupt
-from emda.io.volume import Volume, VoxelSize, check_output, open_volume, split_address
+from emda.io.volume import Volume, VoxelSize, open_volume, split_address
 from emda.io.writer import VolumeWriter
 from emda.model.checkpoint import Checkpoint, load_checkpoint
+from emda.safety.fingerprint import content_fingerprint
+from emda.safety.paths import check_output, refuse_writing_inputs
 from emda.training.state import CHECKPOINT_NAME
 
 log = logging.getLogger("emda")
@@ -218,6 +220,10 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
     """Read the model and the volume, check the outputs, fix what resuming must match."""
     ckpt = load_checkpoint(checkpoint)
     volume = open_volume(input_path, key, voxel_size)
+    ckpt_file = (
+        Path(checkpoint) / CHECKPOINT_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
+    )
+    refuse_writing_inputs({"--output": output, "--mask": mask}, [volume.location, ckpt_file])
     for path, option in ((output, "--output"), (mask, "--mask")):
         if path:
             check_output(path, overwrite, option)
@@ -233,9 +239,6 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
         if NormalizeMode(s.normalize) is NormalizeMode.volume
         else ckpt.source_range
     )
-    ckpt_file = (
-        Path(checkpoint) / CHECKPOINT_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
-    )
     stat = ckpt_file.stat()
     # what makes two runs of this command produce the same output (resume checks it)
     fingerprint = {
@@ -244,6 +247,7 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
         "input": str(Path(split_address(input_path)[0]).resolve()),
         "key": key,
         "shape": list(volume.shape),
+        "content": content_fingerprint(volume),  # the same data, not only the same path
         "tile_size": s.tile_size,
         "tiles": "fitted",  # a side shorter than the tile gets a shorter tile
         "overlap": s.overlap,

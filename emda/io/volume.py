@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from emda.errors import EmdaError
+from emda.safety.validate import check_dtype, check_voxel_size, warn_missing_chunks
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
@@ -45,8 +46,11 @@ class Volume:
     voxel_size: VoxelSize | None = None
     #: applied to every block read (e.g. label values -> {0, 1} mask)
     transform: Callable[[np.ndarray], np.ndarray] | None = None
+    #: the file or zarr array directory the data is read from (what an output must not be)
+    location: str | None = None
 
     def __post_init__(self) -> None:
+        check_dtype(self.array.dtype, self.path)
         if self.array.ndim not in (2, 3):
             raise EmdaError(
                 f"{self.path}: expected a 2D image or 3D volume (z, y, x), "
@@ -70,10 +74,17 @@ class Volume:
 
     def read(self, z: int | slice = slice(None), y: slice = slice(None), x: slice = slice(None)):
         """Read a block as a numpy array; ``z`` an int gives a 2D slice."""
-        if self.array.ndim == 2:
-            block = np.asarray(self.array[y, x])[None][z]
-        else:
-            block = np.asarray(self.array[z, y, x])
+        try:
+            if self.array.ndim == 2:
+                block = np.asarray(self.array[y, x])[None][z]
+            else:
+                block = np.asarray(self.array[z, y, x])
+        except (EmdaError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a corrupt chunk fails inside zarr's codecs in many ways
+            where = f" at z={z}" if isinstance(z, int) else (
+                f" in z {z.start or 0}:{z.stop}" if z.stop is not None else "")  # fmt: skip
+            raise EmdaError(f"{self.path}: unreadable data{where} ({_short(exc)})") from None
         return block if self.transform is None else self.transform(block)
 
     def __getitem__(self, index) -> np.ndarray:
@@ -89,7 +100,8 @@ class Volume:
         if self.array.ndim != 3:
             raise EmdaError(f"{self.path}: a 2D image has no planes other than (y, x)")
         voxel = None if self.voxel_size is None else tuple(self.voxel_size[a] for a in axes)
-        return Volume(permute(self.array, axes), self.path, voxel, self.transform)  # type: ignore[arg-type]
+        return Volume(permute(self.array, axes), self.path, voxel, self.transform,  # type: ignore[arg-type]
+                      self.location)  # fmt: skip
 
 
 class PermutedArray:
@@ -184,6 +196,9 @@ def open_volume(
         )
     if voxel_size is not None:
         volume.voxel_size = tuple(float(v) for v in voxel_size)  # type: ignore[assignment]
+    check_voxel_size(volume.voxel_size, str(path))
+    if volume.lazy:
+        warn_missing_chunks(volume)
     return volume
 
 
@@ -203,7 +218,7 @@ def _open_tiff(path: Path) -> Volume:
     array = np.squeeze(array) if array.ndim > 3 else array
     if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
         raise EmdaError(f"{path}: looks like an RGB image; convert it to greyscale first")
-    return Volume(array, str(path), voxel)
+    return Volume(array, str(path), voxel, location=str(path))
 
 
 def _tiff_voxel_size(tif) -> VoxelSize | None:
@@ -238,19 +253,28 @@ def _open_zarr(store: Path, key: str | None, address) -> Volume:
     except Exception as exc:
         where = f"key '{key}' in {store}" if key else str(store)
         raise EmdaError(f"{where}: no zarr array or group there ({_short(exc)})") from None
-    voxel = None
+    voxel, inner = None, key
     if isinstance(node, zarr.Group):
-        node, voxel = _array_in_group(node, address)
+        node, voxel, dataset = _array_in_group(node, address)
+        inner = "/".join(k for k in (key, dataset) if k)
     voxel = _zarr_voxel_size(node.attrs) or voxel
-    return Volume(node, str(address), voxel)
+    return Volume(node, str(address), voxel, location=str(store / inner if inner else store))
 
 
 def _array_in_group(group, address):
     """A multiscale (OME-Zarr) group opens at full resolution; others need a key."""
     ms = _multiscales(group.attrs)
     if ms:
-        first = ms[0]["datasets"][0]
-        return group[first["path"]], _scale_from_transforms(first, ms[0].get("axes"))
+        try:
+            first = ms[0]["datasets"][0]
+            return (
+                group[first["path"]],
+                _scale_from_transforms(first, ms[0].get("axes")),
+                first["path"],
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise EmdaError(f"{address}: OME-Zarr metadata names a dataset that is not there "
+                            f"({_short(exc)})") from None  # fmt: skip
     arrays = sorted(name for name, _ in group.arrays())
     raise EmdaError(
         f"{address}: is a zarr group, not an array; name one as {address}/NAME or with --key "
@@ -348,25 +372,3 @@ def parse_voxel_size(text: str | None, option: str = "--voxel-size") -> VoxelSiz
     if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
         raise EmdaError(f"{option} {text}: expected three positive numbers Z,Y,X in nm")
     return (values[0], values[1], values[2])
-
-
-# --- writing ----------------------------------------------------------------
-
-
-def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--output") -> None:
-    """Fail early, before any work, if ``path`` cannot or must not be written."""
-    store, key = split_address(path)
-    suffix = store.suffix.lower()
-    if not (is_zarr(store) or suffix in TIFF_SUFFIXES):
-        raise EmdaError(f"{option} {path}: unsupported output type (use .tif/.tiff or .zarr)")
-    target = store / key if key else store
-    if target.exists() and not overwrite:
-        raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
-    parent = store.parent if not key else store if store.exists() else store.parent
-    parent = parent if str(parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise EmdaError(f"{option} {path}: {parent} is not a directory")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise EmdaError(f"{option} {path}: directory {parent} is not writable")
-    if not parent.exists():
-        raise EmdaError(f"{option} {path}: directory {parent} does not exist")

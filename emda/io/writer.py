@@ -12,19 +12,21 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emda.errors import EmdaError
-from emda.io.volume import VoxelSize, check_output, is_zarr, split_address
+from emda.io.volume import VoxelSize, is_zarr, split_address
+from emda.safety.locks import output_lock
+from emda.safety.paths import check_output
+from emda.safety.validate import COMPLETE_ATTR
 
 PARTIAL_SUFFIX = ".emda-partial"
 DONE_NAME = "emda_done.txt"
 JOB_ATTR = "emda_job"
-COMPLETE_ATTR = "emda_complete"
 
 
 class VolumeWriter:
@@ -54,6 +56,20 @@ class VolumeWriter:
         pyramid: int = 0,
     ) -> None:
         check_output(path, overwrite)
+        # one writer per output: held from before the partial array is looked at until
+        # commit or abort (a second command is refused, naming this one)
+        self._lock: ExitStack | None = ExitStack()
+        self._lock.enter_context(output_lock(path))
+        try:
+            self._open(path, shape, dtype, voxel_size, overwrite, chunks, attrs, job, resume,
+                       pyramid)  # fmt: skip
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self, path, shape, dtype, voxel_size, overwrite, chunks, attrs, job, resume,
+              pyramid) -> None:  # fmt: skip
+        check_output(path, overwrite)  # again, now that no one else writes it
         self.path = Path(path)
         self.store, self.key = split_address(path)
         self.shape = tuple(shape)
@@ -80,14 +96,15 @@ class VolumeWriter:
             self.partial = self._final.with_name(name)
         self.done: set[str] = set()  # keys of finished blocks (a slice's is its z)
         if self.partial.exists():
-            if resume and self._same_job():
+            differs = self._job_difference() if resume else None
+            if resume and differs is None:
                 self._array = self._open_partial()
                 self.done = self._read_done()
                 return
             if resume:
                 raise EmdaError(
                     f"{self.path}: the interrupted output {self.partial} was made with other "
-                    "settings or inputs; pass --overwrite to start over"
+                    f"settings or inputs ({differs}); pass --overwrite to start over"
                 )
             if not overwrite:
                 raise EmdaError(
@@ -97,12 +114,19 @@ class VolumeWriter:
             _remove(self.partial)
         self._array = self._create_partial(chunks)
 
-    def _same_job(self) -> bool:
+    def _job_difference(self) -> str | None:
+        """What differs between this job and the partial output's, or None."""
         try:
             attrs = dict(self._open_partial().attrs)
         except Exception:
-            return False
-        return attrs.get(JOB_ATTR) == self.job and tuple(attrs.get("shape", ())) == self.shape
+            return "its metadata is unreadable"
+        saved = attrs.get(JOB_ATTR) or {}
+        if tuple(attrs.get("shape", ())) != self.shape:
+            return "shape"
+        for key in sorted(set(saved) | set(self.job)):
+            if saved.get(key) != self.job.get(key):
+                return "the input's content" if key == "content" else key
+        return None
 
     def _open_partial(self):
         import zarr
@@ -159,7 +183,18 @@ class VolumeWriter:
             os.fsync(fh.fileno())
         self.done.add(str(key))
 
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def commit(self) -> None:
+        try:
+            self._commit()
+        finally:
+            self._release()
+
+    def _commit(self) -> None:
         if self.tiff:
             self._commit_tiff()
             _remove(self.partial)
@@ -222,8 +257,11 @@ class VolumeWriter:
     def abort(self, keep: bool = True) -> None:
         """Drop the partial output, unless ``keep`` and some slice of it is finished (then
         it stays for ``resume``)."""
-        if not (keep and self.done) and self.partial.exists():
-            _remove(self.partial)
+        try:
+            if not (keep and self.done) and self.partial.exists():
+                _remove(self.partial)
+        finally:
+            self._release()
 
     def __enter__(self) -> VolumeWriter:
         return self

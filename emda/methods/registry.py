@@ -106,7 +106,8 @@ def load_registry() -> MethodRegistry:
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
-        except Exception as exc:  # any import-time error must not break other plugins
+        # any import-time error must not break other plugins; nor may sys.exit() there
+        except (Exception, SystemExit) as exc:
             registry.failures.append(PluginFailure(ep.name, origin, _describe(exc)))
             continue
         try:
@@ -116,7 +117,7 @@ def load_registry() -> MethodRegistry:
                     impl.function(register=MethodRegister(registry, ep.name, origin))
         except EmdaError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             registry.failures.append(PluginFailure(ep.name, origin, _describe(exc)))
             pm.unregister(name=ep.name)
     return registry

@@ -21,9 +21,14 @@ from emda.data.normalization import IntensityRange, Normalization
 from emda.data.resample import in_plane
 from emda.errors import EmdaError
 from emda.model import UNet, UNetConfig
+from emda.safety.validate import check_state_dict
 
 FORMAT = "emda-checkpoint"
 FORMAT_VERSION = 1
+#: bounds no real emda network comes near: a crafted checkpoint is refused before its
+#: network is built, not after it has filled the machine's memory
+MAX_DEPTH = 10
+MAX_CHANNELS = 4096
 
 
 @dataclass
@@ -131,7 +136,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     data = load_raw(path)
     try:
         norm = data["normalization"]
-        return Checkpoint(
+        checkpoint = Checkpoint(
             model_config=UNetConfig(**data["model_config"]),
             state_dict=data["state_dict"],
             normalization=Normalization(norm["lower_percentile"], norm["upper_percentile"]),
@@ -146,3 +151,26 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EmdaError(f"{path}: incomplete emda checkpoint (missing {exc})") from None
+    check_weights(checkpoint, path)
+    return checkpoint
+
+
+def check_weights(checkpoint: Checkpoint, path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose network is implausibly large, whose stored configuration
+    does not describe its weights, or whose weights are not finite."""
+    config = checkpoint.model_config
+    if config.depth > MAX_DEPTH or max(config.base_channels, config.in_channels,
+                                       config.out_channels) > MAX_CHANNELS:  # fmt: skip
+        raise EmdaError(f"{path}: its network (depth {config.depth}, {config.base_channels} "
+                        "channels) is larger than any emda model; refused")  # fmt: skip
+    with torch.device("meta"):  # shapes only: nothing allocated
+        expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in checkpoint.state_dict.items()
+              if isinstance(v, torch.Tensor)}  # fmt: skip
+    if stored != expected:
+        wrong = sorted(set(stored) ^ set(expected)) or [
+            k for k in expected if stored[k] != expected[k]
+        ]
+        raise EmdaError(f"{path}: the stored network configuration does not match its "
+                        f"weights (first difference: {wrong[0]})")  # fmt: skip
+    check_state_dict(checkpoint.state_dict, str(path))

@@ -21,15 +21,16 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import binarize, check_threshold, parse_z_range, prediction_kind
-from emda.io.volume import Volume, check_output, open_volume, read_labels, split_address
+from emda.io.volume import Volume, open_volume, read_labels
 from emda.io.writer import all_or_nothing
+from emda.safety.paths import check_output, refuse_writing_inputs
+from emda.safety.validate import check_complete
 
 MIN_SIZE_PERCENTILE = 1.0  # of the labelled objects' areas: smaller is a speck
 MAX_HOLE_PERCENTILE = 50.0  # a hole larger than a typical mitochondrion is not inside one
@@ -179,8 +180,8 @@ def clean_prediction(
     by_hand = {k: v for k, v in (("min_size", min_size), ("max_hole", max_hole)) if v is not None}
     CleaningSizes(**{"min_size": 0, "max_hole": 0, **by_hand})  # fails early on a bad size
     volume = open_volume(prediction, key)
-    if Path(split_address(mask)[0]).resolve() == Path(split_address(prediction)[0]).resolve():
-        raise EmdaError(f"--mask {mask}: is the input; write somewhere else")
+    check_complete(volume)
+    refuse_writing_inputs({"--mask": mask}, [volume.location, sizes_from])
     check_output(mask, overwrite, "--mask")
     if sizes_from is None:
         sizes = CleaningSizes(**by_hand)

@@ -20,8 +20,10 @@ from emda.errors import EmdaError
 from emda.evaluation.evaluate import prediction_kind
 from emda.inference.jobs import encode_prob
 from emda.inference.predict import check_prediction_outputs
-from emda.io.volume import Volume, check_output, open_volume, split_address
+from emda.io.volume import Volume, open_volume
 from emda.io.writer import all_or_nothing
+from emda.safety.paths import check_output, refuse_writing_inputs
+from emda.safety.validate import check_complete
 
 SLAB = 8  # slices per read: a few MB per input for EM-sized slices
 
@@ -33,6 +35,7 @@ def check_members(volumes: Sequence[Volume]) -> None:
     first = volumes[0]
     seen: set[Path] = set()
     for volume in volumes:
+        check_complete(volume)
         name = str(volume.path)
         if Path(name).resolve() in seen:  # the same file, however it was spelled
             raise EmdaError(f"{name}: given twice; an ensemble averages different predictions")
@@ -107,10 +110,8 @@ def ensemble_predictions(
     start = time.perf_counter()
     volumes = [open_volume(path) for path in inputs]
     check_members(volumes)
-    read = {Path(split_address(path)[0]).resolve() for path in inputs}
+    refuse_writing_inputs(targets, [v.location for v in volumes])
     for option, path in targets.items():
-        if Path(split_address(path)[0]).resolve() in read:
-            raise EmdaError(f"{option} {path}: is one of the inputs; write somewhere else")
         check_output(path, overwrite, option)
     shape, voxel = volumes[0].shape, volumes[0].voxel_size
     attrs = {"emda_ensemble_inputs": [str(p) for p in inputs]}

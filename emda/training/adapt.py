@@ -37,6 +37,7 @@ from emda.training.run_dir import (
     training_record,
     write_config,
     write_curve,
+    writes_run,
 )
 from emda.training.state import CHECKPOINT_NAME
 
@@ -48,6 +49,26 @@ def resolve_method(name: str, opts: list[str] | dict) -> Method:
     return info.cls(parse_options(info.cls.Options, opts, name))
 
 
+def _adapt_inputs(arguments: dict[str, Any]) -> list[Any]:
+    """The files ``adapt`` reads: volumes, and any method option naming a file (a teacher)."""
+    source, target = arguments["source"], arguments["target"]
+    specs = [source] if isinstance(source, VolumeSpec) else list(source)
+    if target is not None:
+        specs.append(target)
+    paths: list[Any] = [p for s in specs for p in (s.raw, s.labels)]
+    options = arguments.get("options") or {}
+    values = options.values() if isinstance(options, dict) else (
+        o.partition("=")[2] for o in options)  # fmt: skip
+    paths += [v for v in values if isinstance(v, str | Path) and v and Path(v).exists()]
+    method = arguments.get("method")
+    if not isinstance(method, str) and hasattr(method, "options"):
+        teacher = getattr(method.options, "teacher", None)
+        if isinstance(teacher, str | Path) and teacher and Path(teacher).exists():
+            paths.append(Path(teacher) / CHECKPOINT_NAME if Path(teacher).is_dir() else teacher)
+    return paths
+
+
+@writes_run(_adapt_inputs)
 def adapt(
     source: VolumeSpec | Sequence[VolumeSpec],
     target: VolumeSpec | None,

@@ -20,15 +20,23 @@ from emda.training.inputs import VolumeSpec, load_training_volume
 from emda.training.loop import train
 from emda.training.run_dir import (
     RunSummary,
+    checkpoint_file,
     prepare_run_dir,
     training_record,
     write_config,
     write_curve,
+    writes_run,
 )
 
 log = logging.getLogger("emda")
 
 
+def _finetune_inputs(arguments: dict) -> list:
+    target = arguments["target"]
+    return [checkpoint_file(arguments["run"]), target.raw, target.labels]
+
+
+@writes_run(_finetune_inputs)
 def finetune(
     run: str | Path,
     target: VolumeSpec,

@@ -10,6 +10,7 @@ from emda.data.resample import check_voxel_size
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import parse_z_range
 from emda.io.volume import Volume, open_volume, read_labels
+from emda.safety.validate import check_finite
 
 
 @dataclass
@@ -38,6 +39,7 @@ def load_training_volume(spec: VolumeSpec, role: str) -> tuple[Volume, Volume | 
             )
     start, stop = parse_z_range(spec.z_range, raw.shape[0], f"--{role}-z")
     zs = list(range(start, stop))
+    check_finite(raw, zs)  # a NaN would become NaN weights or batch-norm statistics
     if labels is not None and not any(np.any(labels.read(z)) for z in zs):
         raise EmdaError(f"{spec.labels}: no foreground voxels in the {role} labels used")
     return raw, labels, zs

@@ -132,7 +132,7 @@ def train(
                 tgt.y = None if tgt.y is None else tgt.y.to(device)
                 tgt.guide = None if tgt.guide is None else _to(tgt.guide, device)
             with autocast:
-                terms, metrics = forward(src, tgt, it / config.iterations, it)
+                terms, metrics = _step(forward, method.name, src, tgt, it, config.iterations)
             loss = total_loss(terms, method.name)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -201,6 +201,21 @@ class LossModule(nn.Module):
             self.seg_loss, metrics,
         )  # fmt: skip
         return terms, metrics
+
+
+def _step(forward, name: str, src, tgt, it: int, iterations: int):
+    """One forward pass; a method's own failure is reported as the method's, in one line."""
+    try:
+        return forward(src, tgt, it / iterations, it)
+    except (EmdaError, KeyboardInterrupt):
+        raise
+    except torch.OutOfMemoryError:
+        raise EmdaError(f"out of memory at iteration {it + 1}: lower --batch-size or "
+                        "--patch-size") from None  # fmt: skip
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise EmdaError(f"--method {name}: failed at iteration {it + 1} ({type(exc).__name__}: "
+                        f"{first}); a bug in the method or its plugin") from exc  # fmt: skip
 
 
 def compute_terms(

@@ -19,10 +19,11 @@ from emda.model.checkpoint import load_checkpoint, save_checkpoint
 from emda.training.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from emda.training.config import TrainConfig
 from emda.training.inputs import VolumeSpec, load_training_volume
-from emda.training.run_dir import prepare_run_dir
+from emda.training.run_dir import checkpoint_file, prepare_run_dir, writes_run
 from emda.training.state import CHECKPOINT_NAME
 
 
+@writes_run(lambda a: [checkpoint_file(a["run"]), a["target"].raw])
 def recalibrate(
     run: str | Path,
     target: VolumeSpec,

@@ -34,7 +34,7 @@ from emda.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.training.adapt import RunSummary, VolumeSpec, adapt, resolve_method
 from emda.training.config import TrainConfig
 from emda.training.recipe import AUTO_PLANES, Recipe, check_recipe, has_teacher, stage_dir_name
-from emda.training.run_dir import check_run_dir, prepare_run_dir, write_config
+from emda.training.run_dir import check_run_dir, prepare_run_dir, write_config, writes_run
 from emda.training.state import CHECKPOINT_NAME, STATE_NAME
 
 log = logging.getLogger("emda")
@@ -47,6 +47,7 @@ STAT_SLICES = 8  # target slices the statistics are read from, evenly spaced
 STAT_CROP = 1024  # at most this square from each slice's centre: bounded time and memory
 
 
+@writes_run(lambda a: [p for s in [*a["sources"], a["target"]] for p in (s.raw, s.labels)])
 def adapt_with_recipe(
     sources: list[VolumeSpec],
     target: VolumeSpec,

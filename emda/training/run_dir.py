@@ -7,7 +7,13 @@ rerunnable with ``--config``) and ``training_curve.png``.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +23,18 @@ import torch
 from emda import __version__
 from emda.errors import EmdaError
 from emda.evaluation.plots import training_curve
+from emda.safety.locks import output_lock
+from emda.safety.paths import refuse_writing_inputs
 from emda.training.config import TrainConfig
 from emda.training.state import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, read_log
 
 CONFIG_NAME = "config.toml"
 CURVE_NAME = "training_curve.png"
 RUN_FILES = (CHECKPOINT_NAME, STATE_NAME, LOG_NAME, CONFIG_NAME, CURVE_NAME)
+#: what a recipe run adds (emda.training.recipe_run): removed with a half-made run
+RECIPE_FILES = ("recipe.json", "stages")
+
+log = logging.getLogger("emda")
 
 
 @dataclass
@@ -38,8 +50,9 @@ class RunSummary:
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
-    """:func:`prepare_run_dir`'s refusals alone, writing nothing: for commands that do
-    long work (a teacher's prediction) before the run directory is made."""
+    """:func:`prepare_run_dir`'s refusals alone, for commands that do long work (a
+    teacher's prediction) before the run directory is made. Writes nothing, except that
+    a half-made run (one that stopped before saving anything) is cleared for this one."""
     run_dir = Path(run_dir)
     if resume:
         if overwrite:
@@ -54,6 +67,11 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise EmdaError(f"--out {run_dir}: exists and is not a directory")
     existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if existing and not overwrite and half_made(run_dir):
+        log.warning("%s: removed a run that stopped before saving anything to resume",
+                    run_dir)  # fmt: skip
+        remove_half_made(run_dir, keep_dir=True)
+        existing = []
     if existing and not overwrite:
         raise EmdaError(f"--out {run_dir}: already holds a run (pass --overwrite to replace it)")
     parent = run_dir.parent if str(run_dir.parent) else Path(".")
@@ -80,6 +98,83 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> Non
         raise EmdaError(f"--out {run_dir}: not writable ({exc.strerror})") from None
     for name in existing:
         (run_dir / name).unlink()
+
+
+def checkpoint_file(run: str | Path) -> Path:
+    """A run directory's ``checkpoint.pt``, or the checkpoint file given itself."""
+    return Path(run) / CHECKPOINT_NAME if Path(run).is_dir() else Path(run)
+
+
+def half_made(run_dir: Path) -> bool:
+    """A run directory a command left before it saved anything to resume or use."""
+    run_dir = Path(run_dir)
+    made = any((run_dir / f).exists() for f in (*RUN_FILES, *RECIPE_FILES))
+    saved = [run_dir, *(run_dir / RECIPE_FILES[1]).glob("*")]  # a recipe's stages too
+    kept = any((d / STATE_NAME).exists() or (d / CHECKPOINT_NAME).exists() for d in saved)
+    return made and not kept
+
+
+def remove_half_made(run_dir: Path, keep_dir: bool = False) -> None:
+    """Remove what emda writes in ``run_dir`` (nothing else), then the directory if empty."""
+    run_dir = Path(run_dir)
+    for name in (*RUN_FILES, *RECIPE_FILES):
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    for leftover in run_dir.glob(".*.tmp"):
+        leftover.unlink()
+    if not keep_dir and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+@contextmanager
+def writing_run(
+    run_dir: str | Path, inputs: Iterable[Any] = (), resume: bool = False, main: bool = True
+) -> Iterator[None]:
+    """Around a command that writes the run directory ``run_dir``: refuse it when it would
+    replace one of the command's ``inputs``; hold its lock (one writer at a time); and if
+    the command fails before it saved anything to resume, remove what it made, so that a
+    plain rerun is not blocked by a half-made run."""
+    run_dir = Path(run_dir)
+    refuse_writing_inputs({"--out": run_dir}, inputs, replaced=(*RUN_FILES, *RECIPE_FILES))
+    if not main:  # under torchrun, rank 0 alone writes the run directory
+        yield
+        return
+    if not run_dir.parent.is_dir():
+        raise EmdaError(f"--out {run_dir}: parent directory {run_dir.parent} does not exist")
+    existed = run_dir.exists()
+    with output_lock(run_dir, "--out"):
+        try:
+            yield
+        except BaseException:
+            if not resume and run_dir.is_dir() and half_made(run_dir):
+                remove_half_made(run_dir, keep_dir=existed)
+            raise
+
+
+def writes_run(inputs: Callable[[dict[str, Any]], Iterable[Any]]) -> Callable:
+    """Decorate a training command whose ``out`` is a run directory: it runs inside
+    :func:`writing_run`; ``inputs(arguments)`` lists the paths it reads."""
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from emda.training import ddp
+
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            with writing_run(arguments["out"], list(inputs(arguments)),
+                             bool(arguments.get("resume")), ddp.is_main()):  # fmt: skip
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def training_record(config: TrainConfig) -> dict[str, Any]:
