@@ -316,8 +316,12 @@ def _hostile_files(d: Path, raw: np.ndarray, lab: np.ndarray, ckpt: dict) -> Non
         ("mismatch.pt", lambda c: c["model_config"].update(base_channels=8)),
         ("huge.pt", lambda c: c["model_config"].update(depth=10_000)),
     ):  # fmt: skip
-        crafted = {**ckpt, "format_version": 1, "model_config": dict(ckpt["model_config"]),
-                   "state_dict": {k: v.clone() for k, v in ckpt["state_dict"].items()}}
+        crafted = {
+            **ckpt,
+            "format_version": 1,
+            "model_config": dict(ckpt["model_config"]),
+            "state_dict": {k: v.clone() for k, v in ckpt["state_dict"].items()},
+        }
         change(crafted)
         torch.save(crafted, d / name)
     tifffile.imwrite(d / "complex.tif", np.ones((2, 8, 8), np.complex64))
@@ -328,8 +332,20 @@ def _hostile_files(d: Path, raw: np.ndarray, lab: np.ndarray, ckpt: dict) -> Non
                                dtype="uint8")  # fmt: skip
     sparse[0] = raw[0, :64, :64]
     group = zarr.open_group(str(d / "noset.ome.zarr"), mode="w")
-    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": [], "datasets": [
-        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]}]}
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}],
+                    }
+                ],
+            }
+        ],
+    }
     tifffile.imwrite(d / "negvox.tif", raw[:2, :50, :50], imagej=True, resolution=(0.2, 0.2),
                      metadata={"spacing": -5.0, "unit": "nm"})  # fmt: skip
     part = zarr.create_array(str(d / "part.zarr"), shape=tuple(lab.shape), dtype="uint8",
