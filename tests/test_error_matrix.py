@@ -427,7 +427,15 @@ def render() -> str:
         "`--resume` with changed settings, on a finished run or with nothing saved "
         "(`tests/test_resume.py`, `tests/test_predict_resume.py`), an unknown setting in a "
         "`--config` file (`tests/test_cli.py`), a corrupt or missing file in `emda data "
-        "fetch` (`tests/test_datasets.py`).",
+        "fetch` (`tests/test_datasets.py`); a second command writing an output or run "
+        "directory that another is writing (refused, naming the holder), a lock left by a "
+        "killed process (taken over), a run killed before it saved anything (a plain rerun "
+        "clears it), a method failing in its loss, a plugin calling `sys.exit()` at import, "
+        "a full disk, an unforeseen failure (`error: internal error (...)`, exit status 70) "
+        "and `--resume` after the input's content changed (`tests/test_safety.py`). "
+        "`tests/test_fuzz.py` gives random valid and corrupted files and options to every "
+        "command and checks that none of them shows a traceback, changes an input, or "
+        "leaves a partial output.",
         "",
     ]
     return "\n".join(lines)
