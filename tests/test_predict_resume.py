@@ -59,7 +59,7 @@ def test_killed_prediction_resumes_to_the_uninterrupted_result(setup, tmp_path, 
     evaluate = CliRunner().invoke(
         app, ["evaluate", str(partial), "--labels", str(setup / "big.zarr")]
     )
-    assert evaluate.exit_code == 1 and "incomplete" in evaluate.output
+    assert evaluate.exit_code == 1 and "unfinished output" in evaluate.output
 
     refused = subprocess.run(_predict(setup, out), capture_output=True, text=True)
     assert refused.returncode == 1 and "--resume" in refused.stderr

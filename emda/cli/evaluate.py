@@ -12,6 +12,7 @@ from rich.table import Table
 
 from emda.cli.common import ConfigOpt, OverwriteOpt, app, out, user_errors
 from emda.errors import EmdaError
+from emda.safety.paths import refuse_writing_inputs
 
 SCORES = ("iou", "dice", "precision", "recall")
 CSV_COLUMNS = ("prediction", "truth", "z", "threshold", *SCORES, "tp", "fp", "fn", "tn")
@@ -44,7 +45,9 @@ def evaluate(
     """Score predictions against ground truth: IoU, Dice, precision, recall."""
     from emda import api
 
-    for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+    reports = {"--json": json_out, "--csv": csv_out}
+    refuse_writing_inputs(reports, [*predictions, labels])
+    for option, path in reports.items():
         if path is not None and path.exists() and not overwrite:
             raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
     results = api.evaluate(

@@ -116,3 +116,18 @@ def working_pixel_size(
                     "--target-voxel-size to correct)", target_name, src)  # fmt: skip
         return src, 1.0
     return src, pixel_zoom(tgt, src)
+
+
+def model_zoom(ckpt, volume, name: str) -> float:
+    """The volume's pixel size over the model's (``Checkpoint.pixel_size``); a volume without
+    a voxel size is taken to share the model's, and the user told so."""
+    if volume.voxel_size is None:
+        if ckpt.pixel_size is not None:
+            log.warning("%s has no voxel size: assumed the model's %g nm pixels (give "
+                        "--voxel-size to correct)", name, ckpt.pixel_size)  # fmt: skip
+        return 1.0
+    zoom = pixel_zoom(in_plane(volume.voxel_size), ckpt.pixel_size)
+    if zoom != 1.0:
+        log.info("%s: %g nm pixels, the model's are %g nm: tiles are resampled by %.3g",
+                 name, in_plane(volume.voxel_size), ckpt.pixel_size, zoom)  # fmt: skip
+    return zoom

@@ -33,7 +33,7 @@ from emda.data.planes import (
     resolve_planes,
     trained_in_three_planes,
 )
-from emda.data.resample import in_plane, pixel_zoom
+from emda.data.resample import model_zoom
 from emda.device import as_device
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import check_threshold
@@ -47,6 +47,7 @@ from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.io.volume import Volume, VoxelSize, open_volume, split_address
 from emda.io.writer import VolumeWriter
 from emda.model.checkpoint import Checkpoint, load_checkpoint
+from emda.safety.boundary import as_user_error
 from emda.safety.fingerprint import content_fingerprint
 from emda.safety.paths import check_output, refuse_writing_inputs
 from emda.training.state import CHECKPOINT_NAME
@@ -264,21 +265,6 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
     return _Plan(ckpt, volume, list(stacks), intensity, fingerprint, zoom=zoom)
 
 
-def model_zoom(ckpt: Checkpoint, volume: Volume, name: str) -> float:
-    """The volume's pixel size over the model's (emda.data.resample); a volume without
-    a voxel size is taken to share the model's, and the user told so."""
-    if volume.voxel_size is None:
-        if ckpt.pixel_size is not None:
-            log.warning("%s has no voxel size: assumed the model's %g nm pixels (give "
-                        "--voxel-size to correct)", name, ckpt.pixel_size)  # fmt: skip
-        return 1.0
-    zoom = pixel_zoom(in_plane(volume.voxel_size), ckpt.pixel_size)
-    if zoom != 1.0:
-        log.info("%s: %g nm pixels, the model's are %g nm: tiles are resampled by %.3g",
-                 name, in_plane(volume.voxel_size), ckpt.pixel_size, zoom)  # fmt: skip
-    return zoom
-
-
 def _open_writers(plan: _Plan, output, mask, s: PredictSettings, overwrite, resume) -> None:
     volume, fingerprint = plan.volume, plan.fingerprint
     chunks = output_chunks(volume.shape, s.block_size)
@@ -394,8 +380,14 @@ def _execute(plan, job, predictor, s, progress, scheduler, workers, threads) -> 
             + "rerun the same command with --resume to continue"
         ) from None
     except BaseException as exc:
-        # bad input: the partial output is of no use; a crash: keep it to resume
+        # bad input: the partial output is of no use; a crash or a full disk: keep it to resume
         for writer in plan.every_writer:
             writer.abort(keep=not isinstance(exc, EmdaError))
+        kept = [str(w.partial) for w in plan.every_writer if w.partial.exists()]
+        if isinstance(exc, OSError) and kept:
+            raise EmdaError(
+                f"{as_user_error(exc)}; finished blocks are kept in "
+                f"{', '.join(kept)}: rerun with --resume once it is fixed"
+            ) from exc
         raise
     return total

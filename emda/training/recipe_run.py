@@ -177,8 +177,8 @@ def target_statistics(run: Path, target, z_range: str | None, device) -> dict[st
     mitochondria (p >= 0.5) and its mean confidence max(p, 1 - p), over
     :data:`STAT_SLICES` evenly spaced slices (central crops of at most
     :data:`STAT_CROP`)."""
+    from emda.data.resample import model_zoom
     from emda.evaluation.evaluate import parse_z_range
-    from emda.inference.predict import model_zoom
     from emda.inference.sliding_window import SlidingWindowPredictor
 
     ckpt = load_checkpoint(run)
