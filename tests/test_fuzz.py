@@ -41,34 +41,38 @@ def pool(tmp_path_factory) -> Path:
     write_volume(d / "img.ome.zarr", raw, voxel_size=(40.0, 5.0, 5.0))
     assert adapt_on_crops(d / "run", "--iterations", "1").exit_code == 0
     shutil.copy(d / "run" / "checkpoint.pt", d / "model.pt")
+    nan = raw.astype(np.float32)
+    nan[2, 5, 5] = np.nan
+    tifffile.imwrite(d / "nan.tif", nan, photometric="minisblack")
     (d / "cfg.toml").write_text("[predict]\ntile-size = 64\nthreshold = 0.4\n")
     return d
 
 
 # each slot mostly gets the kind of file it expects, sometimes another
-VOLUMES = ["raw.tif", "raw.zarr", "img.ome.zarr", "raw.tif", "lab.tif", "prob.tif"]
+VOLUMES = ["raw.tif", "raw.zarr", "img.ome.zarr", "raw.tif", "lab.tif", "prob.tif", "nan.tif"]
 LABELS = ["lab.tif", "lab.tif", "lab.tif", "prob.tif", "raw.zarr"]
 PREDICTIONS = ["prob.tif", "prob.tif", "lab.tif", "raw.zarr", "img.ome.zarr"]
 MODELS = ["run", "model.pt"]
 COMMANDS = {
-    "predict": ("predict {model} {vol} --output {out}/p{ext}", ["--mask {out}/m.tif",
+    "predict": ("predict {model} {vol} --output {dest}", ["--mask {out}/m.tif",
                 "--tile-size {int}", "--overlap {float}", "--threshold {float}", "--tta",
                 "--planes ortho", "--block-size {int}", "--halo {int}", "--voxel-size {float}",
                 "--pyramid {int}", "--config {cfg}", "--resume", "--overwrite"]),
     "evaluate": ("evaluate {pred} --labels {labels}", ["--threshold {float}", "--z-range 0:{int}",
                  "--json {out}/e.json"]),
-    "ensemble": ("ensemble {pred} {vol} --output {out}/e{ext}", ["--mask {out}/m.tif",
+    "ensemble": ("ensemble {pred} {vol} --output {dest}", ["--mask {out}/m.tif",
                  "--threshold {float}", "--prob-dtype float32"]),
-    "clean": ("clean {pred} --mask {out}/c{ext} --min-size 2", ["--max-hole {int}",
+    "clean": ("clean {pred} --mask {dest} --min-size 2", ["--max-hole {int}",
               "--sizes-from {labels}", "--threshold {float}", "--max-hole 4"]),
     "info": ("info {vol}", []),
-    "recalibrate": ("recalibrate {model} --target {vol} --out {out}/r", ["--batches {int}",
+    "recalibrate": ("recalibrate {model} --target {vol} --out {dest}", ["--batches {int}",
                     "--target-z 0:{int}"]),
     "adapt": ("adapt --source {vol} --source-labels {labels} --out {out}/a --method ft "
               "--iterations 1 --batch-size 2 --patch-size 32 --base-channels 4 --quiet",
               ["--target {vol}", "--target-z 0:{int}", "--voxel-size {float}",
                "--checkpoint-every {int}", "--seed {int}"]),
 }  # fmt: skip
+SLOTS = ("vol", "labels", "pred", "model", "cfg")
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -96,7 +100,7 @@ def _corrupt(path: Path, how: str, where: float, junk: bytes) -> None:
 def _reads_back(path: Path) -> None:
     if path.suffix == ".json":
         path.read_text()
-    elif path.name in ("a", "r"):
+    elif path.name in ("a", "r"):  # run directories
         load_checkpoint(path)
     else:
         volume = open_volume(path)
@@ -123,13 +127,14 @@ SLOW_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
     extras=st.lists(st.integers(0, 20), max_size=3),
     values=st.lists(token, min_size=6, max_size=6),
     damage=st.sampled_from(["none", "truncate", "garble", "delete"]),
-    damaged=st.sampled_from(["vol", "labels", "pred", "model", "cfg"]),
+    damaged=st.integers(0, 10),
+    onto_input=st.sampled_from([False, False, False, True]),
     where=st.floats(0, 0.999),
     junk=st.binary(min_size=1, max_size=64),
 )
 def test_no_input_no_option_breaks_the_promises(
     pool, tmp_path_factory, command, vol, labels, pred, model, ext, extras, values, damage,
-    damaged, where, junk,
+    damaged, onto_input, where, junk,
 ):  # fmt: skip
     work = tmp_path_factory.mktemp("fuzz")
     inputs, out = work / "in", work / "out"
@@ -139,10 +144,18 @@ def test_no_input_no_option_breaks_the_promises(
     for name in set(names.values()):  # only the files this example may read
         copy = shutil.copytree if (pool / name).is_dir() else shutil.copy
         copy(pool / name, inputs / name)
-    if damage != "none":
-        _corrupt(inputs / names[damaged], damage, where, junk)
     base, optional = COMMANDS[command]
     chosen = [optional[i % len(optional)] for i in extras] if optional else []
+    used = [slot for slot in SLOTS if "{" + slot + "}" in " ".join([base, *chosen])]
+    if damage != "none":  # one of the files the command reads
+        _corrupt(inputs / names[used[damaged % len(used)]], damage, where, junk)
+    # or the output written over one of the command's inputs, with --overwrite
+    first = "model" if command == "recalibrate" else used[0]
+    dest = str(inputs / names[first]) if onto_input else f"{out}/o{ext}"
+    if command == "recalibrate" and not onto_input:
+        dest = f"{out}/r"
+    if onto_input:
+        chosen.append("--overwrite")
     numbers = iter(values)
     text = " ".join([base, *chosen])
     while "{int}" in text or "{float}" in text:
@@ -150,12 +163,13 @@ def test_no_input_no_option_breaks_the_promises(
             "{float}", next(numbers, "1"), 1
         )
     files = {k: inputs / v for k, v in names.items() if k != "cfg"}
-    args = text.format(out=out, ext=ext, cfg=inputs / "cfg.toml", **files).split()
+    args = text.format(out=out, dest=dest, cfg=inputs / "cfg.toml", **files).split()
     before = _digest(inputs)
     result = CliRunner().invoke(app, args)
     said = result.output
     event(f"{command}: exit {result.exit_code}")
     event(f"damage: {damage}")
+    event(f"onto input: {onto_input}")
     assert result.exception is None or isinstance(result.exception, SystemExit), said
     assert "Traceback" not in said and "internal error" not in said, (args, said)
     assert result.exit_code in (0, 1, 2), (args, said)
