@@ -98,6 +98,8 @@ CASES = [
     Case("recalibrate written into the run it reads",
          "recalibrate {run} --target {d}/tiny.tif --out {run} --overwrite", 1,
          "would overwrite the input"),
+    Case("evaluate's report written over the labels", "evaluate {d}/prob.tif --labels "
+         "{d}/labnone.tif --json {d}/labnone.tif --overwrite", 1, "would overwrite the input"),
     Case("clean written over the labels it takes sizes from",
          "clean {d}/prob.tif --mask {d}/labnone.tif --sizes-from {d}/labnone.tif --overwrite",
          1, "would overwrite the input"),
