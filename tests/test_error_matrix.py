@@ -247,6 +247,16 @@ CASES = [
     Case("clean with sizes from labels that hold no inner object",
          "clean {d}/prob.tif --mask {o}/m.tif --sizes-from {d}/labnone.tif", 1,
          "labnone.tif: no labelled object inside"),
+    Case("instances of a label image", "instances {d}/labels.zarr --output {o}/l.tif", 1,
+         "labels.zarr: is a label image, not a probability map or mask"),
+    Case("instances with a negative minimum size", "instances {d}/prob.tif --output {o}/l.tif "
+         "--min-size -5", 1, "--min-size -5.0: must be a positive volume in nm^3"),
+    Case("instances with a zero minimum size", "instances {d}/prob.tif --output {o}/l.tif "
+         "--min-size 0", 1, "--min-size 0.0: must be a positive volume in nm^3"),
+    Case("instances' minimum size without a voxel size", "instances {d}/prob.tif --output "
+         "{o}/l.tif --min-size 1e6", 1, "has no voxel size: give --voxel-size"),
+    Case("instances written over the prediction", "instances {d}/prob.tif --output "
+         "{d}/prob.tif --overwrite", 1, "would overwrite the input"),
     Case("unknown dataset to fetch", "data fetch nosuch --to {o}", 2, "unknown dataset nosuch"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
@@ -353,6 +363,10 @@ def _hostile_files(d: Path, raw: np.ndarray, lab: np.ndarray, ckpt: dict) -> Non
     part = zarr.create_array(str(d / "part.zarr"), shape=tuple(lab.shape), dtype="uint8",
                              chunks=(1, *lab.shape[1:]))  # fmt: skip
     part.attrs.update({"emda_complete": False})
+    labels = zarr.create_array(
+        str(d / "labels.zarr"), data=np.arange(8, dtype=np.uint32).reshape(2, 2, 2)
+    )
+    labels.attrs.update({"emda_kind": "labels"})
     (d / "latin1.toml").write_bytes(b"threshold = 0.5\n# caf\xe9\n")
 
 

@@ -1,4 +1,5 @@
-"""``emda ensemble`` and ``emda clean``: work on predictions already written."""
+"""``emda ensemble``, ``emda clean`` and ``emda instances``: work on predictions already
+written."""
 
 from typing import Annotated
 
@@ -99,4 +100,53 @@ def clean(
         f"wrote {mask}: min size {done.sizes.min_size} px, max hole {done.sizes.max_hole} px; "
         f"removed {c.removed_objects} objects ({c.removed_pixels} px), filled {c.filled_holes} "
         f"holes ({c.filled_pixels} px); shape {done.shape}, {done.seconds:.1f} s"
+    )
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def instances(
+    prediction: Annotated[str, typer.Argument(help="A prediction (emda predict) or a mask.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Label image (.tif, .zarr): 0 background.")
+    ],
+    threshold: ThresholdOpt = 0.5,
+    min_size: Annotated[
+        float | None, typer.Option(help="Remove objects smaller than this, in nm^3.")
+    ] = None,
+    connect_z: Annotated[
+        bool | None,
+        typer.Option(
+            "--connect-z/--no-connect-z",
+            help="Join objects across slices (default: when the z-step is at most 100 nm).",
+        ),
+    ] = None,
+    voxel_size: Annotated[
+        str | None, typer.Option(help="Z,Y,X in nm when the file has none.")
+    ] = None,
+    key: KeyOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Individual mitochondria: a label image of the prediction's connected objects.
+
+    Thresholds the prediction and numbers its 3D connected components 1..N, block by
+    block, so volumes of any size fit in memory; objects crossing block boundaries keep
+    one number.
+    """
+    from emda.io.volume import parse_voxel_size
+    from emda.postprocessing.instances import label_instances
+
+    bar, advance = progress_bar(quiet, "labelling blocks")
+    with bar:
+        done = label_instances(
+            prediction, output, threshold=threshold, min_size=min_size, connect_z=connect_z,
+            key=key, voxel_size=parse_voxel_size(voxel_size), overwrite=overwrite,
+            progress=advance,
+        )  # fmt: skip
+    across = "across slices" if done.connect_z else "slice by slice"
+    removed = f", {done.removed} under {done.min_voxels} voxels removed" if done.removed else ""
+    console.print(
+        f"wrote {output}: {done.count} objects ({across}{removed}), {done.dtype}, "
+        f"{done.seconds:.1f} s"
     )

@@ -1,0 +1,130 @@
+"""`emda instances`: individual mitochondria from a prediction, as a label image.
+
+The prediction is thresholded and its 3D connected components are labelled block by
+block (:mod:`emda.postprocessing.labeling`), so volumes of any size fit in memory.
+Objects connect across slices when the z-step is at most ``CONNECT_Z_MAX_NM``: a
+mitochondrion is at least ~200 nm across, so at such a step it spans two or more
+sections that overlap; at a coarser step (thick serial sections), neighbouring sections
+of one object may not overlap and unrelated objects would be joined, so each slice is
+labelled on its own. Objects smaller than ``min_size`` (nm^3) are removed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emda.errors import EmdaError
+from emda.evaluation.evaluate import binarize, check_threshold, prediction_kind
+from emda.io.volume import Volume, VoxelSize, open_volume, split_address
+from emda.io.writer import all_or_nothing
+from emda.postprocessing.labeling import Block, label_blocks, plan_blocks
+from emda.safety.paths import check_output, refuse_writing_inputs
+from emda.safety.validate import check_complete
+
+CONNECT_Z_MAX_NM = 100.0
+BLOCK_DEPTH = 64  # slices per block
+BLOCK_SIZE = 1024  # y and x of a block: one block of uint64 labels is 512 MiB at most
+
+
+@dataclass(frozen=True)
+class InstanceSummary:
+    count: int
+    removed: int  # objects under the minimum size
+    min_voxels: int
+    connect_z: bool
+    shape: tuple[int, int, int]
+    dtype: str
+    seconds: float
+
+
+def connects_across_z(voxel_size: VoxelSize | None) -> bool:
+    """The default: connect across slices unless the z-step is coarser than the limit."""
+    return voxel_size is None or voxel_size[0] <= CONNECT_Z_MAX_NM
+
+
+def min_voxels(min_size: float | None, voxel_size: VoxelSize | None, path: str) -> int:
+    """A minimum object size in nm^3 as a voxel count for this volume."""
+    if min_size is None:
+        return 0
+    if not math.isfinite(min_size) or min_size <= 0:
+        raise EmdaError(f"--min-size {min_size}: must be a positive volume in nm^3")
+    if voxel_size is None:
+        raise EmdaError(f"--min-size is in nm^3, and {path} has no voxel size: give "
+                        "--voxel-size Z,Y,X")  # fmt: skip
+    return math.ceil(min_size / float(np.prod(voxel_size)))
+
+
+def check_prediction(volume: Volume) -> str:
+    """A probability map or mask, not a label image: the kind ``binarize`` needs.
+
+    emda writes probabilities as uint8 or float32; wider integers are a mask only when
+    they hold {0, 1} or {0, 255}, anything else is a label image."""
+    attrs = dict(getattr(volume.array, "attrs", {}) or {})
+    label_image = attrs.get("emda_kind") == "labels"
+    if not label_image and volume.dtype.kind in "iu" and volume.dtype.itemsize > 1:
+        label_image = any(
+            not np.isin(np.unique(volume.read(z)), (0, 1, 255)).all()
+            for z in range(volume.shape[0])
+        )
+    if label_image:
+        raise EmdaError(f"{volume.path}: is a label image, not a probability map or mask")
+    return prediction_kind(volume)
+
+
+def label_instances(
+    prediction: str,
+    output: str,
+    *,
+    threshold: float = 0.5,
+    min_size: float | None = None,
+    connect_z: bool | None = None,
+    key: str | None = None,
+    voxel_size: VoxelSize | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> InstanceSummary:
+    """Write the individual objects of ``prediction`` (probabilities at ``threshold``, or
+    a mask) to ``output`` as a label image (uint32, uint64 when needed): 0 is
+    background, objects are numbered 1..N. ``min_size`` in nm^3; ``connect_z`` None
+    chooses from the voxel size (module docstring)."""
+    check_threshold(threshold)
+    volume = open_volume(prediction, key, voxel_size)
+    check_complete(volume)
+    refuse_writing_inputs({"--output": output}, [volume.location])
+    check_output(output, overwrite)
+    kind = check_prediction(volume)
+    smallest = min_voxels(min_size, volume.voxel_size, str(prediction))
+    connect = connects_across_z(volume.voxel_size) if connect_z is None else connect_z
+    start = time.perf_counter()
+
+    def read_mask(block: Block) -> np.ndarray:
+        return binarize(volume.read(block.z, block.y, block.x), kind, threshold, volume.path)
+
+    store, _ = split_address(output)
+    workdir = store.parent if str(store.parent) else Path(".")
+    components, read_labels, cleanup = label_blocks(
+        read_mask, volume.shape, connect, smallest, BLOCK_DEPTH, BLOCK_SIZE, workdir, progress
+    )
+    blocks = plan_blocks(volume.shape, BLOCK_DEPTH, BLOCK_SIZE)
+    attrs = {"emda_kind": "labels", "emda_instances": {
+        "input": str(prediction), "threshold": threshold, "min_size_nm3": min_size,
+        "min_voxels": smallest, "connect_z": connect, "count": components.count}}  # fmt: skip
+    try:
+        with all_or_nothing() as open_writer:  # labelling again is cheap: nothing to resume
+            writer = open_writer(output, volume.shape, components.lookup.dtype,
+                                 volume.voxel_size, overwrite, attrs=attrs)  # fmt: skip
+            for done, block in enumerate(blocks, 1):
+                writer.array[block.index] = read_labels(block)
+                if progress:
+                    progress(len(blocks) + done, 2 * len(blocks))
+    finally:
+        cleanup()
+    return InstanceSummary(
+        components.count, components.removed, smallest, connect, volume.shape,
+        str(components.lookup.dtype), time.perf_counter() - start,
+    )  # fmt: skip

@@ -1,0 +1,95 @@
+"""`emda instances`: the label image equals scipy's connected components of the same mask,
+block by block as whole, with z-connectivity chosen from the voxel size."""
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from emda.cli import app
+from emda.io.volume import open_volume
+from emda.postprocessing.labeling import Block, label_blocks, structure
+
+from .conftest import CROPS
+
+runner = CliRunner()
+WHOLE = Block(slice(None), slice(None), slice(None))
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same objects, whatever their numbers."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]], 1), axis=0)
+    return len(pairs) == len(np.unique(pairs[:, 0])) == len(np.unique(pairs[:, 1]))
+
+
+def test_the_bundled_labels_give_scipys_objects(tmp_path):
+    labels = tifffile.imread(CROPS / "vnc/labels.tif") > 0
+    result = runner.invoke(app, ["instances", str(CROPS / "vnc/labels.tif"),
+                                 "-o", str(tmp_path / "inst.zarr"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = open_volume(tmp_path / "inst.zarr").read()
+    expected, count = ndimage.label(labels, structure=structure(True))  # 50 nm z-step: joined
+    assert out.dtype == np.uint32 and out.max() == count and same_partition(out, expected)
+    assert f"{count} objects (across slices)" in " ".join(result.output.split())
+    attrs = dict(zarr.open_array(str(tmp_path / "inst.zarr"), mode="r").attrs)
+    assert attrs["emda_kind"] == "labels" and attrs["emda_instances"]["count"] == count
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_block_by_block_equals_the_whole_volume(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(1, 30, 3))
+    mask = ndimage.binary_opening(rng.random(shape) > 0.5) | (rng.random(shape) > 0.92)
+    connect_z, smallest = bool(seed % 2), int(rng.integers(0, 4))
+    depth, size = int(rng.integers(1, 8)), int(rng.integers(1, 12))
+    found, read, cleanup = label_blocks(lambda b: mask[b.index], shape, connect_z, smallest,
+                                        depth, size)  # fmt: skip
+    out = read(WHOLE)
+    cleanup()
+    whole, read_whole, cleanup = label_blocks(lambda b: mask[b.index], shape, connect_z,
+                                              smallest, 64, 1024)  # fmt: skip
+    assert same_partition(out, read_whole(WHOLE)) and found.count == whole.count
+    cleanup()
+    expected, _ = ndimage.label(mask, structure=structure(connect_z))
+    sizes = np.bincount(expected.ravel())
+    expected[sizes[expected] < max(smallest, 1)] = 0
+    assert same_partition(out, expected)
+    assert np.array_equal(found.sizes[1:], np.bincount(out.ravel())[1:])
+
+
+def _two_sections(tmp_path, z_step: float):
+    mask = np.zeros((2, 20, 20), np.uint8)
+    mask[0, 5:10, 5:10] = mask[1, 8:14, 8:14] = 1  # overlapping sections of one object
+    path = tmp_path / f"m{z_step}.tif"
+    tifffile.imwrite(path, mask, imagej=True, resolution=(1 / 5, 1 / 5),
+                     metadata={"spacing": z_step, "unit": "nm"})  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("z_step, extra, objects", [
+    (50.0, [], 1), (200.0, [], 2), (200.0, ["--connect-z"], 1), (50.0, ["--no-connect-z"], 2),
+])  # fmt: skip
+def test_slices_connect_when_the_z_step_is_fine_enough(tmp_path, z_step, extra, objects):
+    out = tmp_path / "l.tif"
+    result = runner.invoke(app, ["instances", str(_two_sections(tmp_path, z_step)), "-o",
+                                 str(out), "--quiet", *extra])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert tifffile.imread(out).max() == objects
+
+
+def test_the_minimum_size_is_a_volume_in_cubic_nanometres(tmp_path):
+    mask = np.zeros((1, 30, 30), np.uint8)
+    mask[0, 2:4, 2:4] = 1  # 4 voxels of 10 x 5 x 5 nm: 1000 nm^3
+    mask[0, 10:20, 10:20] = 1  # 100 voxels: 25000 nm^3
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, mask)
+    for size, objects in ((999, 2), (1001, 1), (25001, 0)):
+        out = tmp_path / f"l{size}.tif"
+        args = ["instances", str(path), "-o", str(out), "--quiet", "--min-size", str(size)]
+        result = runner.invoke(app, [*args, "--voxel-size", "10,5,5"])
+        assert result.exit_code == 0, result.output
+        assert tifffile.imread(out).max() == objects
