@@ -257,6 +257,10 @@ CASES = [
          "{o}/l.tif --min-size 1e6", 1, "has no voxel size: give --voxel-size"),
     Case("instances written over the prediction", "instances {d}/prob.tif --output "
          "{d}/prob.tif --overwrite", 1, "would overwrite the input"),
+    Case("measure a probability map, not labels", "measure {d}/logits.tif", 1,
+         "logits.tif: values of type float32 are not a label image"),
+    Case("measure's CSV written over the labels", "measure {d}/labels.zarr --csv "
+         "{d}/labels.zarr --overwrite", 1, "would overwrite the input"),
     Case("unknown dataset to fetch", "data fetch nosuch --to {o}", 2, "unknown dataset nosuch"),
 ]  # fmt: skip
 if not torch.cuda.is_available():

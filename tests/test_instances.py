@@ -93,3 +93,10 @@ def test_the_minimum_size_is_a_volume_in_cubic_nanometres(tmp_path):
         result = runner.invoke(app, [*args, "--voxel-size", "10,5,5"])
         assert result.exit_code == 0, result.output
         assert tifffile.imread(out).max() == objects
+
+
+def test_a_tiff_label_image_keeps_the_voxel_size(tmp_path):
+    out = tmp_path / "l.tif"  # uint32: not an ImageJ type, so tifffile's own metadata
+    assert runner.invoke(app, ["instances", str(CROPS / "vnc/labels.tif"), "-o", str(out),
+                               "--quiet"]).exit_code == 0  # fmt: skip
+    assert open_volume(out).voxel_size == open_volume(CROPS / "vnc/labels.tif").voxel_size

@@ -1,6 +1,7 @@
-"""``emda ensemble``, ``emda clean`` and ``emda instances``: work on predictions already
+"""``emda ensemble``, ``clean``, ``instances`` and ``measure``: work on predictions already
 written."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from emda.cli.common import (
     user_errors,
 )
 from emda.cli.predict import ProbDtypeOpt
+from emda.errors import EmdaError
 from emda.inference.jobs import ProbDtype
 
 
@@ -150,3 +152,60 @@ def instances(
         f"wrote {output}: {done.count} objects ({across}{removed}), {done.dtype}, "
         f"{done.seconds:.1f} s"
     )
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def measure(
+    labels: Annotated[str, typer.Argument(help="A label image (emda instances).")],
+    csv_out: Annotated[
+        str | None, typer.Option("--csv", help="One row per object (units in the names).")
+    ] = None,
+    raw: Annotated[
+        str | None, typer.Option(help="The image, for each object's mean intensity.")
+    ] = None,
+    figure: Annotated[str | None, typer.Option(help="Histogram of object volumes (.png).")] = None,
+    voxel_size: Annotated[
+        str | None, typer.Option(help="Z,Y,X in nm when the file has none.")
+    ] = None,
+    key: KeyOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure every object of a label image: volume, surface, centroid, axes, elongation.
+
+    Block by block, so volumes of any size fit in memory. Prints a per-volume summary
+    (count, density, size distribution); --csv writes one row per object.
+    """
+    from rich.table import Table
+
+    from emda.analysis.measure import measure_labels
+    from emda.analysis.report import objects_csv, size_histogram, summary, write_atomically
+    from emda.cli.common import out
+    from emda.io.volume import open_volume, parse_voxel_size
+    from emda.safety.paths import refuse_writing_inputs
+
+    reports = {"--csv": csv_out, "--figure": figure}
+    refuse_writing_inputs(reports, [labels, raw])
+    for option, path in reports.items():
+        if path is not None and Path(path).exists() and not overwrite:
+            raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    volume = open_volume(labels, key, parse_voxel_size(voxel_size))
+    if volume.voxel_size is None:
+        console.print(f"[yellow]{labels} has no voxel size: lengths are in voxels "
+                      "(give --voxel-size)[/]")  # fmt: skip
+    image = open_volume(raw) if raw else None
+    bar, advance = progress_bar(quiet, "measuring blocks")
+    with bar:
+        rows, intensity = measure_labels(volume, image, advance)
+    table = Table(title=f"objects in {labels}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in summary(rows, volume.shape, volume.voxel_size).items():
+        table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+    if csv_out:
+        text = objects_csv(rows, intensity)
+        write_atomically(csv_out, lambda tmp: Path(tmp).write_text(text))
+    if figure:
+        size_histogram(rows, figure, f"{len(rows['id'])} objects in {Path(labels).name}")

@@ -222,8 +222,10 @@ def _open_tiff(path: Path) -> Volume:
 
 
 def _tiff_voxel_size(tif) -> VoxelSize | None:
-    """From ImageJ metadata (unit, spacing) and the X/YResolution tags."""
-    ij = tif.imagej_metadata or {}
+    """From ImageJ metadata (unit, spacing), or tifffile's own (what emda writes for
+    dtypes ImageJ cannot hold, such as uint32 labels), and the X/YResolution tags."""
+    shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    ij = tif.imagej_metadata or shaped or {}
     unit = str(ij.get("unit", "")).strip().lower()
     scale = _UNIT_TO_NM.get(unit)
     if scale is None:
