@@ -37,6 +37,14 @@ def evaluate(
         str | None, typer.Option(help="Array inside a zarr ground truth.")
     ] = None,
     per_slice: Annotated[bool, typer.Option(help="Also report every slice.")] = False,
+    instances: Annotated[
+        bool,
+        typer.Option(
+            "--instances",
+            help="Also match objects one to one: F1 and AP at IoU 0.5 and 0.75, panoptic "
+            "quality (the truth's objects: its labels, or a mask's connected components).",
+        ),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
     overwrite: OverwriteOpt = False,
@@ -52,7 +60,7 @@ def evaluate(
             raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
     results = api.evaluate(
         predictions, labels, threshold=threshold, z_range=z_range, foreground=foreground,
-        key=key, labels_key=labels_key,
+        key=key, labels_key=labels_key, instances=instances,
     )  # fmt: skip
     table = Table(title=f"against {labels}" + (f" (z {z_range})" if z_range else ""))
     for col in ("prediction", "IoU", "Dice", "precision", "recall"):
@@ -64,10 +72,24 @@ def evaluate(
             s = counts.scores()
             table.add_row(name, *(f"{s[k]:.4f}" for k in SCORES), style=style)
     out.print(table)
+    if instances:
+        out.print(instance_table(results))
     if json_out is not None:
         atomic_write(json_out, json.dumps([r.to_dict(per_slice) for r in results], indent=2))
     if csv_out is not None:
         atomic_write(csv_out, csv_text(results, per_slice))
+
+
+def instance_table(results) -> Table:
+    found = results[0].instances
+    table = Table(title=f"objects ({found.true} true: {found.truth_objects})")
+    columns = ("f1_50", "f1_75", "ap50", "ap75", "pq")
+    for col in ("prediction", "objects", *columns):
+        table.add_column(col, justify="left" if col == "prediction" else "right", overflow="fold")
+    for r in results:
+        s = r.instances.scores
+        table.add_row(r.prediction, str(r.instances.predicted), *(f"{s[c]:.4f}" for c in columns))
+    return table
 
 
 def csv_text(results, per_slice: bool) -> str:

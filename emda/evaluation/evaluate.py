@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ class Evaluation:
     z_range: tuple[int, int]
     total: Confusion
     per_slice: list[tuple[int, Confusion]] = field(default_factory=list)
+    instances: Any = None  # emda.evaluation.instances.InstanceScores, when asked for
 
     def to_dict(self, per_slice: bool = False) -> dict:
         out = {
@@ -35,6 +37,8 @@ class Evaluation:
         }
         if per_slice:
             out["per_slice"] = [{"z": z, **c.scores()} for z, c in self.per_slice]
+        if self.instances is not None:
+            out["instances"] = self.instances.to_dict()
         return out
 
 
@@ -56,18 +60,29 @@ def parse_z_range(text: str | None, depth: int, option: str = "--z-range") -> tu
 
 
 def prediction_kind(volume: Volume) -> str:
-    """'mask' or 'probability'. Integers with max <= 1 are masks, other integers are
-    probabilities scaled to 0-255 (which also reads {0, 255} masks correctly);
-    floats are probabilities in [0, 1]."""
+    """'mask', 'probability' or 'labels'. Integers with max <= 1 are masks; emda's label
+    images (``emda instances``) and integers wider than 8 bits beyond {0, 1, 255} are
+    labels (objects against 0); other integers are probabilities scaled to 0-255 (which
+    also reads {0, 255} masks correctly); floats are probabilities in [0, 1]."""
     if volume.dtype.kind == "f":
         return "probability"
     if volume.dtype.kind == "b":
         return "mask"
     attrs = getattr(volume.array, "attrs", None)
-    if attrs is not None and dict(attrs).get("emda_kind") in ("mask", "probability"):
+    if attrs is not None and dict(attrs).get("emda_kind") in ("mask", "probability", "labels"):
         return dict(attrs)["emda_kind"]
     peak = max(int(np.max(volume.read(z))) for z in range(volume.shape[0]))
+    if peak > 255 or (volume.dtype.itemsize > 1 and _beyond_mask(volume)):
+        return "labels"
     return "mask" if peak <= 1 else "probability"
+
+
+def _beyond_mask(volume: Volume) -> bool:
+    for z in range(volume.shape[0]):
+        block = volume.read(z)
+        if np.any((block != 0) & (block != 1) & (block != 255)):
+            return True
+    return False
 
 
 def check_threshold(threshold: float) -> None:
@@ -76,7 +91,7 @@ def check_threshold(threshold: float) -> None:
 
 
 def binarize(block: np.ndarray, kind: str, threshold: float, source: str) -> np.ndarray:
-    if kind == "mask":
+    if kind in ("mask", "labels"):
         return block.astype(bool)
     if block.dtype.kind == "f":
         check_probabilities(block, source)
@@ -120,11 +135,32 @@ def evaluate(
     foreground: float | None = None,
     key: str | None = None,
     labels_key: str | None = None,
+    instances: bool = False,
 ) -> list[Evaluation]:
-    """Score each prediction file (probabilities or a mask) against the ground-truth mask
-    ``labels``: IoU, Dice, precision and recall, overall and per slice."""
+    """Score each prediction file (probabilities or a mask) against the ground truth
+    ``labels`` (a mask, or a label image): IoU, Dice, precision and recall, overall and
+    per slice; with ``instances``, also the object metrics of
+    :mod:`emda.evaluation.instances`."""
     truth = open_volume(labels, labels_key)
-    return [
-        score_volume(open_volume(p, key), truth, threshold, z_range, foreground)
-        for p in predictions
-    ]
+    results = []
+    for path in predictions:
+        prediction = open_volume(path, key)
+        result = score_volume(prediction, _as_mask(truth, foreground), threshold, z_range,
+                              foreground)  # fmt: skip
+        if instances:
+            from emda.evaluation.instances import score_instances
+
+            zs = range(*result.z_range)
+            result.instances = score_instances(prediction, truth, threshold, zs, foreground)
+        results.append(result)
+    return results
+
+
+def _as_mask(truth: Volume, foreground: float | None) -> Volume:
+    """A label image is scored pixel-wise as its objects against background."""
+    from emda.evaluation.instances import is_label_image
+
+    if foreground is None and is_label_image(truth, range(truth.shape[0])):
+        return Volume(truth.array, truth.path, truth.voxel_size,
+                      lambda block: (block > 0).astype(np.uint8), truth.location)  # fmt: skip
+    return truth
