@@ -100,3 +100,24 @@ def test_a_tiff_label_image_keeps_the_voxel_size(tmp_path):
     assert runner.invoke(app, ["instances", str(CROPS / "vnc/labels.tif"), "-o", str(out),
                                "--quiet"]).exit_code == 0  # fmt: skip
     assert open_volume(out).voxel_size == open_volume(CROPS / "vnc/labels.tif").voxel_size
+
+
+def test_labels_of_an_ome_zarr_image_are_an_ngff_image_label(tmp_path):
+    models = pytest.importorskip(
+        "ome_zarr_models.v05.image_label",
+        reason="ome-zarr-models absent (napari-ome-zarr is not installed in CI either: the "
+        "NGFF validator stands in for opening the labels in napari)",
+    )
+    from ome_zarr_models.v05.labels import Labels
+
+    image = tmp_path / "img.ome.zarr"
+    assert runner.invoke(app, ["instances", str(CROPS / "vnc/labels.tif"), "-o",
+                               str(image), "--quiet"]).exit_code == 0  # fmt: skip
+    out = f"{image}/labels/mito"
+    assert runner.invoke(app, ["instances", str(CROPS / "vnc/labels.tif"), "-o", out,
+                               "--quiet"]).exit_code == 0  # fmt: skip
+    label = models.ImageLabel.from_zarr(zarr.open_group(out, mode="r"))
+    assert label.attributes.ome.image_label.source.image == "../../"
+    listed = Labels.from_zarr(zarr.open_group(f"{image}/labels", mode="r"))
+    assert listed.attributes.ome.labels == ["mito"]
+    assert open_volume(out).voxel_size == (50.0, 4.6, 4.6)

@@ -53,12 +53,16 @@ def write_multiscale_group(
     voxel_size: tuple[float, float, float] | None,
     attrs: dict,
     name: str,
+    label_of_image: bool = False,
 ) -> None:
     """Turn ``root`` (holding the full-resolution array ``0``) into an OME-Zarr image
-    group: write levels 1..``levels`` and the group's metadata (``attrs`` beside ``ome``)."""
+    group: write levels 1..``levels`` and the group's metadata (``attrs`` beside ``ome``).
+    A label image (``emda_kind`` "labels") is marked ``image-label``, so viewers show it
+    as labels; ``label_of_image``: it lies in an image's ``labels/`` group."""
     import zarr
 
-    average = attrs.get("emda_kind") != "mask"
+    labels = attrs.get("emda_kind") == "labels"
+    average = attrs.get("emda_kind") not in ("mask", "labels")  # ids and masks: subsample
     previous = zarr.open_array(str(root / "0"), mode="r")
     for k in range(1, levels + 1):
         nz, ny, nx = previous.shape
@@ -80,5 +84,20 @@ def write_multiscale_group(
                     small = downsample(np.asarray(src), average)
                     level[z, y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
         previous = level
+    ome = multiscales_metadata(levels, voxel_size, name)
+    if labels:
+        source = {"source": {"image": "../../"}} if label_of_image else {}
+        ome["image-label"] = {"version": NGFF_VERSION, **source}
     group = zarr.open_group(str(root), mode="a", zarr_format=3)
-    group.attrs.put({**attrs, "ome": multiscales_metadata(levels, voxel_size, name)})
+    group.attrs.put({**attrs, "ome": ome})
+
+
+def list_label(labels_group: Path, name: str) -> None:
+    """Add ``name`` to the ``labels`` list of an OME-Zarr image's ``labels/`` group."""
+    import zarr
+
+    group = zarr.open_group(str(labels_group), mode="a", zarr_format=3)
+    ome = dict(group.attrs.get("ome", {}))
+    listed = [n for n in ome.get("labels", []) if n != name]
+    group.attrs.put({**dict(group.attrs), "ome": {**ome, "version": NGFF_VERSION,
+                                                  "labels": [*listed, name]}})  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -80,7 +81,11 @@ class VolumeWriter:
         self.tiff = not is_zarr(self.store)
         # an OME-Zarr (NGFF 0.5) image: a group holding level "0" and ``pyramid`` levels
         # below it, each half the size in y and x
-        self.ome = not self.tiff and not self.key and self.store.name.lower().endswith(".ome.zarr")
+        in_ome = not self.tiff and self.store.name.lower().endswith(".ome.zarr")
+        # labels of an OME-Zarr image go to its labels/ group, each an image itself
+        under_labels = bool(self.key) and re.fullmatch(r"labels/[^/]+", self.key) is not None
+        self.label_name = self.key.split("/")[1] if in_ome and under_labels else None
+        self.ome = in_ome and (not self.key or self.label_name is not None)
         self.pyramid = pyramid
         if pyramid and not self.ome:
             raise EmdaError(f"--pyramid {pyramid}: needs an .ome.zarr output, not {path}")
@@ -221,10 +226,15 @@ class VolumeWriter:
         try:
             tmp.mkdir()
             os.replace(self.partial, tmp / "0")
-            write_multiscale_group(tmp, self.pyramid, self.voxel_size, attrs, self._final.name)
+            write_multiscale_group(tmp, self.pyramid, self.voxel_size, attrs, self._final.name,
+                                   label_of_image=self.label_name is not None)  # fmt: skip
             if self._final.exists():
                 _remove(self._final)
             os.replace(tmp, self._final)
+            if self.label_name is not None:
+                from emda.io.ome import list_label
+
+                list_label(self._final.parent, self.label_name)
         finally:
             if tmp.exists():
                 _remove(tmp)
