@@ -121,3 +121,31 @@ def test_labels_of_an_ome_zarr_image_are_an_ngff_image_label(tmp_path):
     listed = Labels.from_zarr(zarr.open_group(f"{image}/labels", mode="r"))
     assert listed.attributes.ome.labels == ["mito"]
     assert open_volume(out).voxel_size == (50.0, 4.6, 4.6)
+
+
+def _balls(tmp_path, centres, radius=8):
+    mask = np.zeros((24, 24, 48), np.uint8)
+    z, y, x = np.indices(mask.shape)
+    for cz, cy, cx in centres:
+        mask[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= radius**2] = 1
+    path = tmp_path / "balls.tif"
+    tifffile.imwrite(path, mask)
+    return path, mask
+
+
+@pytest.mark.parametrize("centres, objects", [
+    ([(12, 12, 14), (12, 12, 29)], 2),  # two spheres touching through a neck
+    ([(12, 12, 20)], 1),  # one sphere stays whole
+    ([(12, 12, x) for x in range(10, 38)], 1),  # one tube (a mitochondrion's usual shape)
+])  # fmt: skip
+def test_split_separates_touching_spheres_and_keeps_one_whole(tmp_path, centres, objects):
+    path, mask = _balls(tmp_path, centres)
+    assert ndimage.label(mask)[1] == 1  # one connected component either way
+    out = tmp_path / "l.tif"
+    result = runner.invoke(app, ["instances", str(path), "-o", str(out), "--split", "--quiet",
+                                 "--voxel-size", "5,5,5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labels = tifffile.imread(out)
+    assert labels.max() == objects and np.array_equal(labels > 0, mask > 0)
+    for label in range(1, objects + 1):  # every part is one piece
+        assert ndimage.label(labels == label)[1] == 1

@@ -123,6 +123,9 @@ def instances(
             help="Join objects across slices (default: when the z-step is at most 100 nm).",
         ),
     ] = None,
+    split: Annotated[
+        bool, typer.Option("--split", help="Separate touching objects (seeded watershed).")
+    ] = False,
     voxel_size: Annotated[
         str | None, typer.Option(help="Z,Y,X in nm when the file has none.")
     ] = None,
@@ -143,11 +146,12 @@ def instances(
     with bar:
         done = label_instances(
             prediction, output, threshold=threshold, min_size=min_size, connect_z=connect_z,
-            key=key, voxel_size=parse_voxel_size(voxel_size), overwrite=overwrite,
+            split=split, key=key, voxel_size=parse_voxel_size(voxel_size), overwrite=overwrite,
             progress=advance,
         )  # fmt: skip
     across = "across slices" if done.connect_z else "slice by slice"
     removed = f", {done.removed} under {done.min_voxels} voxels removed" if done.removed else ""
+    removed += f", {done.split} more from splitting" if done.split else ""
     console.print(
         f"wrote {output}: {done.count} objects ({across}{removed}), {done.dtype}, "
         f"{done.seconds:.1f} s"

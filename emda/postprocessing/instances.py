@@ -14,15 +14,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import binarize, check_threshold, prediction_kind
 from emda.io.volume import Volume, VoxelSize, open_volume, split_address
 from emda.io.writer import all_or_nothing
 from emda.postprocessing.labeling import Block, label_blocks, plan_blocks
+from emda.postprocessing.split import split_objects
 from emda.safety.paths import check_output, refuse_writing_inputs
 from emda.safety.validate import check_complete
 
@@ -40,6 +43,7 @@ class InstanceSummary:
     shape: tuple[int, int, int]
     dtype: str
     seconds: float
+    split: int = 0  # objects added by splitting touching ones
 
 
 def connects_across_z(voxel_size: VoxelSize | None) -> bool:
@@ -83,6 +87,7 @@ def label_instances(
     threshold: float = 0.5,
     min_size: float | None = None,
     connect_z: bool | None = None,
+    split: bool = False,
     key: str | None = None,
     voxel_size: VoxelSize | None = None,
     overwrite: bool = False,
@@ -91,7 +96,8 @@ def label_instances(
     """Write the individual objects of ``prediction`` (probabilities at ``threshold``, or
     a mask) to ``output`` as a label image (uint32, uint64 when needed): 0 is
     background, objects are numbered 1..N. ``min_size`` in nm^3; ``connect_z`` None
-    chooses from the voxel size (module docstring)."""
+    chooses from the voxel size (module docstring); ``split`` separates touching objects
+    (:mod:`emda.postprocessing.split`)."""
     check_threshold(threshold)
     volume = open_volume(prediction, key, voxel_size)
     check_complete(volume)
@@ -118,13 +124,41 @@ def label_instances(
         with all_or_nothing() as open_writer:  # labelling again is cheap: nothing to resume
             writer = open_writer(output, volume.shape, components.lookup.dtype,
                                  volume.voxel_size, overwrite, attrs=attrs)  # fmt: skip
+            boxes: dict[int, tuple[slice, ...]] = {}
             for done, block in enumerate(blocks, 1):
-                writer.array[block.index] = read_labels(block)
+                labels = read_labels(block)
+                writer.array[block.index] = labels
+                if split:
+                    _grow_boxes(boxes, labels, block)
                 if progress:
                     progress(len(blocks) + done, 2 * len(blocks))
+            count = components.count
+            if split:
+                count = split_objects(lambda box: np.asarray(writer.array[box]), boxes,
+                                      partial(_store_parts, writer.array), count,
+                                      volume.voxel_size, connect)  # fmt: skip
+                writer.attrs["emda_instances"]["count"] = count
+                writer.array.attrs.update({"emda_instances": writer.attrs["emda_instances"]})
     finally:
         cleanup()
     return InstanceSummary(
-        components.count, components.removed, smallest, connect, volume.shape,
-        str(components.lookup.dtype), time.perf_counter() - start,
+        count, components.removed, smallest, connect, volume.shape,
+        str(components.lookup.dtype), time.perf_counter() - start, count - components.count,
     )  # fmt: skip
+
+
+def _grow_boxes(boxes: dict, labels: np.ndarray, block: Block) -> None:
+    """Union of each object's bounding box over the blocks it appears in."""
+    origin = (block.z.start, block.y.start, block.x.start)
+    for index, box in enumerate(ndimage.find_objects(labels), 1):
+        if box is None:
+            continue
+        here = tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, origin))
+        old = boxes.get(index, here)
+        boxes[index] = tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
+                             for a, b in zip(old, here))  # fmt: skip
+
+
+def _store_parts(array, box, mask: np.ndarray, parts: np.ndarray) -> None:
+    current = np.asarray(array[box])
+    array[box] = np.where(mask, parts, current).astype(current.dtype)
