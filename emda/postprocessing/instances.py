@@ -30,8 +30,8 @@ from emda.safety.paths import check_output, refuse_writing_inputs
 from emda.safety.validate import check_complete
 
 CONNECT_Z_MAX_NM = 100.0
-BLOCK_DEPTH = 64  # slices per block
-BLOCK_SIZE = 1024  # y and x of a block: one block of uint64 labels is 512 MiB at most
+BLOCK_DEPTH = 32  # slices per block
+BLOCK_SIZE = 1024  # y and x of a block: one block of uint64 labels is 256 MiB at most
 
 
 @dataclass(frozen=True)
