@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
-from emda.errors import EmdaError
+from emda.safety.paths import write_atomically
 
 NM3_PER_UM3 = 1e9
 
@@ -71,17 +70,3 @@ def size_histogram(rows: dict[str, np.ndarray], path: str | Path, title: str) ->
     fig.tight_layout()
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-
-
-def write_atomically(path: str | Path, write) -> None:
-    """``write(tmp)`` a sibling, then rename it to ``path``: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise EmdaError(f"{path}: cannot write ({exc.strerror})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()

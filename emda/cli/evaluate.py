@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,7 @@ import typer
 from rich.table import Table
 
 from emda.cli.common import ConfigOpt, OverwriteOpt, app, out, user_errors
-from emda.errors import EmdaError
-from emda.safety.paths import refuse_writing_inputs
+from emda.safety.paths import check_reports, write_atomically
 
 SCORES = ("iou", "dice", "precision", "recall")
 CSV_COLUMNS = ("prediction", "truth", "z", "threshold", *SCORES, "tp", "fp", "fn", "tn")
@@ -53,11 +51,7 @@ def evaluate(
     """Score predictions against ground truth: IoU, Dice, precision, recall."""
     from emda import api
 
-    reports = {"--json": json_out, "--csv": csv_out}
-    refuse_writing_inputs(reports, [*predictions, labels])
-    for option, path in reports.items():
-        if path is not None and path.exists() and not overwrite:
-            raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    check_reports({"--json": json_out, "--csv": csv_out}, [*predictions, labels], overwrite)
     results = api.evaluate(
         predictions, labels, threshold=threshold, z_range=z_range, foreground=foreground,
         key=key, labels_key=labels_key, instances=instances,
@@ -75,9 +69,11 @@ def evaluate(
     if instances:
         out.print(instance_table(results))
     if json_out is not None:
-        atomic_write(json_out, json.dumps([r.to_dict(per_slice) for r in results], indent=2))
+        text = json.dumps([r.to_dict(per_slice) for r in results], indent=2)
+        write_atomically(json_out, lambda tmp: Path(tmp).write_text(text))
     if csv_out is not None:
-        atomic_write(csv_out, csv_text(results, per_slice))
+        table_text = csv_text(results, per_slice)
+        write_atomically(csv_out, lambda tmp: Path(tmp).write_text(table_text))
 
 
 def instance_table(results) -> Table:
@@ -105,15 +101,3 @@ def csv_text(results, per_slice: bool) -> str:
                  c.tp, c.fp, c.fn, c.tn]
             )  # fmt: skip
     return buf.getvalue()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise EmdaError(f"{path}: directory {parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise EmdaError(f"{path}: cannot write ({exc.strerror})") from None

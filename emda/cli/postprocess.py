@@ -17,8 +17,9 @@ from emda.cli.common import (
     user_errors,
 )
 from emda.cli.predict import ProbDtypeOpt
-from emda.errors import EmdaError
 from emda.inference.jobs import ProbDtype
+
+VoxelSizeOpt = Annotated[str | None, typer.Option(help="Z,Y,X in nm when the file has none.")]
 
 
 @app.command(no_args_is_help=True)
@@ -126,9 +127,7 @@ def instances(
     split: Annotated[
         bool, typer.Option("--split", help="Separate touching objects (seeded watershed).")
     ] = False,
-    voxel_size: Annotated[
-        str | None, typer.Option(help="Z,Y,X in nm when the file has none.")
-    ] = None,
+    voxel_size: VoxelSizeOpt = None,
     key: KeyOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -169,9 +168,7 @@ def measure(
         str | None, typer.Option(help="The image, for each object's mean intensity.")
     ] = None,
     figure: Annotated[str | None, typer.Option(help="Histogram of object volumes (.png).")] = None,
-    voxel_size: Annotated[
-        str | None, typer.Option(help="Z,Y,X in nm when the file has none.")
-    ] = None,
+    voxel_size: VoxelSizeOpt = None,
     key: KeyOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -184,16 +181,12 @@ def measure(
     from rich.table import Table
 
     from emda.analysis.measure import measure_labels
-    from emda.analysis.report import objects_csv, size_histogram, summary, write_atomically
+    from emda.analysis.report import objects_csv, size_histogram, summary
     from emda.cli.common import out
     from emda.io.volume import open_volume, parse_voxel_size
-    from emda.safety.paths import refuse_writing_inputs
+    from emda.safety.paths import check_reports, write_atomically
 
-    reports = {"--csv": csv_out, "--figure": figure}
-    refuse_writing_inputs(reports, [labels, raw])
-    for option, path in reports.items():
-        if path is not None and Path(path).exists() and not overwrite:
-            raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+    check_reports({"--csv": csv_out, "--figure": figure}, [labels, raw], overwrite)
     volume = open_volume(labels, key, parse_voxel_size(voxel_size))
     if volume.voxel_size is None:
         console.print(f"[yellow]{labels} has no voxel size: lengths are in voxels "

@@ -90,3 +90,30 @@ def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--outp
         raise EmdaError(f"{option} {path}: directory {parent} is not writable")
     if not parent.exists():
         raise EmdaError(f"{option} {path}: directory {parent} does not exist")
+
+
+def check_reports(reports: Mapping[str, PathLike | None], inputs: Iterable[PathLike | None],
+                  overwrite: bool) -> None:  # fmt: skip
+    """Before any work: small report files (``{"--csv": path}``) may not replace an input,
+    nor an existing file without ``overwrite``."""
+    refuse_writing_inputs(reports, inputs)
+    for option, path in reports.items():
+        if path is not None and Path(path).exists() and not overwrite:
+            raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
+
+
+def write_atomically(path: PathLike, write) -> None:
+    """``write(tmp)`` a hidden sibling, then rename it to ``path``: never half a file."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise EmdaError(f"{path}: directory {parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EmdaError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
