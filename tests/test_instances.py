@@ -149,3 +149,20 @@ def test_split_separates_touching_spheres_and_keeps_one_whole(tmp_path, centres,
     assert labels.max() == objects and np.array_equal(labels > 0, mask > 0)
     for label in range(1, objects + 1):  # every part is one piece
         assert ndimage.label(labels == label)[1] == 1
+
+
+@pytest.mark.parametrize("centres, objects", [([(12, 14)], 1), ([(12, 14), (12, 29)], 2)])
+def test_split_on_thick_sections_keeps_bodies_whole_through_the_stack(tmp_path, centres, objects):
+    mask = np.zeros((6, 24, 48), np.uint8)  # 50 nm sections of 5 nm pixels
+    _, y, x = np.indices(mask.shape)
+    for cy, cx in centres:
+        mask[1:5][((y - cy) ** 2 + (x - cx) ** 2 <= 64)[1:5]] = 1
+    path, out = tmp_path / "m.tif", tmp_path / "l.tif"
+    tifffile.imwrite(path, mask)
+    result = runner.invoke(app, ["instances", str(path), "-o", str(out), "--split", "--quiet",
+                                 "--voxel-size", "50,5,5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labels = tifffile.imread(out)
+    assert labels.max() == objects
+    for z in range(1, 5):  # every section shows the same parts, no rings
+        assert len(np.unique(labels[z][labels[z] > 0])) == objects

@@ -4,7 +4,9 @@ Two mitochondria that touch form one connected component, joined by a neck narro
 than either body. Inside an object the distance to its surface (in nm, from the voxel
 size) peaks at each body's core and dips at the neck, so the parts where it exceeds
 ``SEED_FRACTION`` of the object's largest distance are one seed per body; a watershed
-of the negated distance from those seeds gives each body its own label. One body (a
+of the negated distance from those seeds gives each body its own label. On thick
+sections the distance is taken within each slice, and the cores of one body join
+across slices into one seed. One body (a
 sphere, or a tube of even width, the common mitochondrion) yields one connected seed
 and stays whole.
 
@@ -19,6 +21,7 @@ from scipy import ndimage
 
 SEED_FRACTION = 0.7  # of an object's largest inner distance: a seed is a body's core
 LEVELS = 65535  # watershed_ift takes uint16 heights
+ANISOTROPY = 2.0  # z-step over pixel size above which distances are taken per slice
 
 
 def split_object(mask: np.ndarray, voxel_size, connect_z: bool) -> tuple[np.ndarray, int]:
@@ -27,7 +30,9 @@ def split_object(mask: np.ndarray, voxel_size, connect_z: bool) -> tuple[np.ndar
     if not connect_z:
         structure[0] = structure[2] = False
     sampling = voxel_size or (1.0, 1.0, 1.0)
-    if not connect_z:  # slice by slice: distances within each slice only
+    # thick sections (z-step over twice the pixel): distances within each slice, since a
+    # 3D distance in coarse z steps gives seeds stacked in z and ring-shaped parts
+    if not connect_z or sampling[0] > ANISOTROPY * min(sampling[1:]):
         distance = np.stack([ndimage.distance_transform_edt(m, sampling=sampling[1:])
                              for m in mask])  # fmt: skip
     else:
