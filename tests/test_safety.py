@@ -174,3 +174,20 @@ def test_resume_refuses_an_input_whose_content_changed(run, tmp_path):
     result = runner.invoke(app, [*cmd[3:], "--resume"])
     assert result.exit_code == 1
     assert "made with other settings or inputs (the input's content)" in result.output
+
+
+def test_a_users_own_files_in_the_run_directory_are_never_removed(install_plugin, tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.toml").write_text("[tool.mine]\nkeep = true\n")  # not emda's
+    (out / "notes.txt").write_text("mine")
+    boom = GOOD_PLUGIN.replace('name = "meanfeat"', 'name = "boom2"').replace(
+        "terms = super().loss_terms(step)", "raise ZeroDivisionError('kaboom')"
+    )
+    install_plugin("emda_test_boom2", boom)
+    failed = adapt_on_crops(out, method="boom2")  # fails before anything is saved
+    assert failed.exit_code == 1
+    assert (out / "config.toml").read_text() == "[tool.mine]\nkeep = true\n"
+    plain = adapt_on_crops(out)  # a user's config.toml is not a half-made run
+    assert plain.exit_code == 1 and "already holds a run" in plain.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "notes.txt"]

@@ -29,6 +29,7 @@ from emda.training.config import TrainConfig
 from emda.training.state import CHECKPOINT_NAME, LOG_NAME, STATE_NAME, read_log
 
 CONFIG_NAME = "config.toml"
+CONFIG_HEADER = "# resolved settings of this run; rerun with:"  # marks the file as emda's
 CURVE_NAME = "training_curve.png"
 RUN_FILES = (CHECKPOINT_NAME, STATE_NAME, LOG_NAME, CONFIG_NAME, CURVE_NAME)
 #: what a recipe run adds (emda.training.recipe_run): removed with a half-made run
@@ -105,23 +106,45 @@ def checkpoint_file(run: str | Path) -> Path:
     return Path(run) / CHECKPOINT_NAME if Path(run).is_dir() else Path(run)
 
 
+def emda_files(run_dir: Path) -> list[str]:
+    """The run files in ``run_dir`` that emda wrote (a user's own ``config.toml`` is not)."""
+    run_dir = Path(run_dir)
+    found = []
+    for name in (*RUN_FILES, *RECIPE_FILES):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        if name in (CONFIG_NAME, LOG_NAME, RECIPE_FILES[0]) and path.is_file():
+            with open(path, "rb") as fh:
+                head = fh.read(200)
+            signed = {CONFIG_NAME: head.startswith(CONFIG_HEADER.encode()),
+                      LOG_NAME: head.startswith(b'{"iteration"') or not head,
+                      RECIPE_FILES[0]: head.lstrip(b"{ \n").startswith(b'"recipe"')}  # fmt: skip
+            if not signed[name]:
+                continue
+        found.append(name)
+    return found
+
+
 def half_made(run_dir: Path) -> bool:
     """A run directory a command left before it saved anything to resume or use."""
     run_dir = Path(run_dir)
-    made = any((run_dir / f).exists() for f in (*RUN_FILES, *RECIPE_FILES))
     saved = [run_dir, *(run_dir / RECIPE_FILES[1]).glob("*")]  # a recipe's stages too
     kept = any((d / STATE_NAME).exists() or (d / CHECKPOINT_NAME).exists() for d in saved)
-    return made and not kept
+    return bool(emda_files(run_dir)) and not kept
 
 
-def remove_half_made(run_dir: Path, keep_dir: bool = False) -> None:
-    """Remove what emda writes in ``run_dir`` (nothing else), then the directory if empty."""
+def remove_half_made(run_dir: Path, keep_dir: bool = False, keep: set[str] = frozenset()) -> None:
+    """Remove the run files emda wrote in ``run_dir`` (nothing else, nothing in ``keep``),
+    then the directory if that leaves it empty."""
     run_dir = Path(run_dir)
-    for name in (*RUN_FILES, *RECIPE_FILES):
+    for name in emda_files(run_dir):
         path = run_dir / name
+        if name in keep:
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-        elif path.exists() or path.is_symlink():
+        else:
             path.unlink()
     for leftover in run_dir.glob(".*.tmp"):
         leftover.unlink()
@@ -146,12 +169,20 @@ def writing_run(
         raise EmdaError(f"--out {run_dir}: parent directory {run_dir.parent} does not exist")
     existed = run_dir.exists()
     with output_lock(run_dir, "--out"):
+        mtimes = {n: (run_dir / n).stat().st_mtime_ns for n in emda_files(run_dir)}
         try:
             yield
         except BaseException:
             if not resume and run_dir.is_dir() and half_made(run_dir):
-                remove_half_made(run_dir, keep_dir=existed)
+                # what this command did not write stays (an earlier half-made run's files
+                # are cleared by the next plain run, not by a failure)
+                same = {n for n, t in mtimes.items() if _mtime(run_dir / n) == t}
+                remove_half_made(run_dir, keep_dir=existed, keep=same)
             raise
+
+
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
 
 
 def writes_run(inputs: Callable[[dict[str, Any]], Iterable[Any]]) -> Callable:
@@ -208,8 +239,7 @@ def write_config(run_dir: Path, command: str, resolved: dict | None) -> None:
 
     clean = {k: _plain(v) for k, v in resolved.items() if v is not None}
     (run_dir / CONFIG_NAME).write_text(
-        f"# resolved settings of this run; rerun with: emda {command} --config {CONFIG_NAME}\n"
-        + tomli_w.dumps({command: clean})
+        f"{CONFIG_HEADER} emda {command} --config {CONFIG_NAME}\n" + tomli_w.dumps({command: clean})
     )
 
 
