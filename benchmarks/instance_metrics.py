@@ -6,9 +6,12 @@ For every prediction the harness kept in ``benchmarks/work/<profile>/<key>/`` (a
 ``*_prob.tif`` beside its ``*_scores.json``), run ``emda evaluate --instances`` on the
 same test slices and threshold, and record object F1 / AP / PQ beside the pixel IoU in
 ``benchmarks/results/instances.json`` (rows keyed by work key and prediction; a rerun
-replaces them). Predicted objects: the 3D connected components of the prediction at 0.5
-(no minimum size, no splitting); true objects: the connected components of the label
-mask, as `emda evaluate` states in each row.
+replaces them). Predicted objects: the 3D connected components of the prediction at 0.5,
+no splitting, scored twice: as they are, and without the objects smaller than the
+source's small objects (``--min-size``: the 1st percentile of the volumes of the
+source labels' objects that do not touch the volume's border; label-free for the
+target, like ``emda clean --sizes-from``). True objects: the connected components of
+the label mask, as `emda evaluate` states in each row.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "instances.json"
@@ -33,13 +38,34 @@ def trained_with(log: Path) -> str:
     return "unknown"
 
 
-def evaluate(prob: Path, scored: dict) -> dict:
+MIN_SIZE_PERCENTILE = 1.0  # of the source objects' volumes, as emda clean does in 2D
+
+
+def source_min_size(command: str) -> float | None:
+    """The 1st percentile of the volumes (nm^3) of the source labels' inner objects."""
+    args = shlex.split(command)
+    if "--source-labels" not in args:
+        return None
+    labels = args[args.index("--source-labels") + 1]
+    from emda.analysis.measure import measure_labels
+    from emda.io.volume import open_volume
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "objects.zarr"
+        subprocess.run([sys.executable, "-m", "emda", "instances", labels, "-o", str(out),
+                        "--quiet"], check=True, capture_output=True)  # fmt: skip
+        rows, _ = measure_labels(open_volume(out))
+    inner = rows["volume_nm3"][~rows["touches_border"]]
+    return float(np.percentile(inner, MIN_SIZE_PERCENTILE)) if len(inner) else None
+
+
+def evaluate(prob: Path, scored: dict, *extra: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "e.json"
         start, stop = scored["z_range"]
         cmd = ["emda", "evaluate", str(prob), "--labels", scored["truth"], "--z-range",
                f"{start}:{stop}", "--threshold", str(scored["threshold"]), "--instances",
-               "--json", str(out)]  # fmt: skip
+               "--json", str(out), *extra]  # fmt: skip
         subprocess.run([sys.executable, "-m", *cmd], check=True, capture_output=True)
         (row,) = json.loads(out.read_text())
     return {"command": shlex.join(cmd), **row}
@@ -56,12 +82,19 @@ def main() -> None:
             continue
         (scored,) = json.loads(scores.read_text())
         key = f"{args.profile}/{prob.parent.name}/{prob.name}"
-        row = evaluate(prob, scored)
-        row["trained_with"] = trained_with(prob.parent / "log.txt")
-        rows[key] = row
-        found = row["instances"]
-        print(f"{key}: IoU {row['iou']:.3f}, objects F1@0.5 {found['f1_50']:.3f}, "
-              f"AP-75 {found['ap75']:.3f}, PQ {found['pq']:.3f}")  # fmt: skip
+        command = trained_with(prob.parent / "log.txt")
+        smallest = source_min_size(command)
+        variants = {"": ()}
+        if smallest is not None:
+            variants[f" min-size {smallest:.3g}"] = ("--min-size", f"{smallest:.6g}")
+        for name, extra in variants.items():
+            row = evaluate(prob, scored, *extra)
+            row["trained_with"] = command
+            rows[key + name] = row
+            found = row["instances"]
+            print(f"{key}{name}: IoU {row['iou']:.3f}, objects {found['predicted']} / "
+                  f"{found['true']}, F1@0.5 {found['f1_50']:.3f}, AP-75 {found['ap75']:.3f}, "
+                  f"PQ {found['pq']:.3f}")  # fmt: skip
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
 
 

@@ -43,6 +43,10 @@ def evaluate(
             "quality (the truth's objects: its labels, or a mask's connected components).",
         ),
     ] = False,
+    min_size: Annotated[
+        float | None,
+        typer.Option(help="With --instances: drop predicted objects under this size (nm^3)."),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
     overwrite: OverwriteOpt = False,
@@ -54,7 +58,7 @@ def evaluate(
     check_reports({"--json": json_out, "--csv": csv_out}, [*predictions, labels], overwrite)
     results = api.evaluate(
         predictions, labels, threshold=threshold, z_range=z_range, foreground=foreground,
-        key=key, labels_key=labels_key, instances=instances,
+        key=key, labels_key=labels_key, instances=instances, min_size=min_size,
     )  # fmt: skip
     table = Table(title=f"against {labels}" + (f" (z {z_range})" if z_range else ""))
     for col in ("prediction", "IoU", "Dice", "precision", "recall"):

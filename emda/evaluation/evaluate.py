@@ -136,11 +136,12 @@ def evaluate(
     key: str | None = None,
     labels_key: str | None = None,
     instances: bool = False,
+    min_size: float | None = None,
 ) -> list[Evaluation]:
     """Score each prediction file (probabilities or a mask) against the ground truth
     ``labels`` (a mask, or a label image): IoU, Dice, precision and recall, overall and
     per slice; with ``instances``, also the object metrics of
-    :mod:`emda.evaluation.instances`."""
+    :mod:`emda.evaluation.instances` (predicted objects under ``min_size`` nm^3 dropped)."""
     truth = open_volume(labels, labels_key)
     results = []
     for path in predictions:
@@ -151,7 +152,8 @@ def evaluate(
             from emda.evaluation.instances import score_instances
 
             zs = range(*result.z_range)
-            result.instances = score_instances(prediction, truth, threshold, zs, foreground)
+            result.instances = score_instances(prediction, truth, threshold, zs, foreground,
+                                               min_size)  # fmt: skip
         results.append(result)
     return results
 

@@ -25,7 +25,12 @@ import numpy as np
 
 from emda.evaluation.evaluate import binarize, prediction_kind
 from emda.io.volume import Volume
-from emda.postprocessing.instances import BLOCK_DEPTH, BLOCK_SIZE, connects_across_z
+from emda.postprocessing.instances import (
+    BLOCK_DEPTH,
+    BLOCK_SIZE,
+    connects_across_z,
+    min_voxels,
+)
 from emda.postprocessing.labeling import Block, label_blocks, plan_blocks
 
 THRESHOLDS = (0.5, 0.75)
@@ -94,9 +99,11 @@ def _average_precision(hit: np.ndarray, scores: np.ndarray | None, n_true: int) 
 
 
 def score_instances(
-    prediction: Volume, truth: Volume, threshold: float, zs: range, foreground=None
-) -> InstanceScores:
-    """Instance metrics of ``prediction`` against ``truth`` on the slices ``zs``."""
+    prediction: Volume, truth: Volume, threshold: float, zs: range, foreground=None,
+    min_size: float | None = None,
+) -> InstanceScores:  # fmt: skip
+    """Instance metrics of ``prediction`` against ``truth`` on the slices ``zs``; predicted
+    objects under ``min_size`` nm^3 are dropped first (as ``emda instances`` would)."""
     from emda.io.volume import to_foreground
 
     shape = (len(zs), *prediction.shape[1:])
@@ -117,8 +124,10 @@ def score_instances(
     if kind == "labels":  # a label image: its own objects
         read_pred, done_pred = lambda b: prediction.read(*shifted(b)).astype(np.int64), None
     else:
-        _, read_pred, done_pred = label_blocks(pred_mask, shape, connect, 0, BLOCK_DEPTH,
-                                               BLOCK_SIZE)  # fmt: skip
+        smallest = min_voxels(min_size, prediction.voxel_size or truth.voxel_size,
+                              str(prediction.path))  # fmt: skip
+        _, read_pred, done_pred = label_blocks(pred_mask, shape, connect, smallest,
+                                               BLOCK_DEPTH, BLOCK_SIZE)  # fmt: skip
     try:
         if labelled_truth:
             read_true, done_true = lambda b: truth.read(*shifted(b)).astype(np.int64), None
