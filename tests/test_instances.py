@@ -37,6 +37,8 @@ def test_the_bundled_labels_give_scipys_objects(tmp_path):
     assert f"{count} objects (across slices)" in " ".join(result.output.split())
     attrs = dict(zarr.open_array(str(tmp_path / "inst.zarr"), mode="r").attrs)
     assert attrs["emda_kind"] == "labels" and attrs["emda_instances"]["count"] == count
+    info = runner.invoke(app, ["info", str(tmp_path / "inst.zarr")], env={"COLUMNS": "200"})
+    assert f"{count} from" in info.output and "across slices" in info.output
 
 
 @pytest.mark.parametrize("seed", range(12))

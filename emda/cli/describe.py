@@ -159,6 +159,14 @@ def volume_rows(path: str, key: str | None) -> dict[str, str]:
             f"removed, holes up to {c['max_hole']} px filled"
             + (f" (sizes from {c['sizes_from']})" if c.get("sizes_from") else "")
         )
+    if "emda_instances" in attrs:  # written by `emda instances`
+        i = attrs["emda_instances"]
+        across = "across slices" if i.get("connect_z") else "slice by slice"
+        rows["objects"] = (
+            f"{i['count']} from {i['input']} at {i['threshold']:g} ({across}"
+            + (f", under {i['min_size_nm3']:g} nm^3 removed" if i.get("min_size_nm3") else "")
+            + ")"
+        )
     return rows
 
 
