@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from emda.api import (
     DEFAULT_RECIPE,
+    InstanceSummary,
     PredictResult,
     PredictSettings,
     Recipe,
@@ -30,7 +31,9 @@ from emda.api import (
     adapt_with_recipe,
     evaluate,
     finetune,
+    label_instances,
     load_recipe,
+    measure,
     predict,
     recalibrate,
 )
@@ -42,6 +45,7 @@ __all__ = [
     "DEFAULT_RECIPE",
     "Batch",
     "EmdaError",
+    "InstanceSummary",
     "Method",
     "MethodRegister",
     "PredictResult",
@@ -58,7 +62,9 @@ __all__ = [
     "evaluate",
     "finetune",
     "hookimpl",
+    "label_instances",
     "load_recipe",
+    "measure",
     "predict",
     "recalibrate",
 ]

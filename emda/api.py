@@ -16,8 +16,10 @@ bad input raises :class:`emda.EmdaError` with a one-line message (docs/api.md).
     print(scores.total.scores()["iou"])
 """
 
+from emda.analysis.measure import measure
 from emda.evaluation.evaluate import Evaluation, evaluate
 from emda.inference.predict import PredictResult, PredictSettings, predict
+from emda.postprocessing.instances import InstanceSummary, label_instances
 from emda.training.adapt import RunSummary, VolumeSpec, adapt
 from emda.training.config import TrainConfig
 from emda.training.finetune import finetune
@@ -28,6 +30,7 @@ from emda.training.recipe_run import adapt_with_recipe
 __all__ = [
     "DEFAULT_RECIPE",
     "Evaluation",
+    "InstanceSummary",
     "PredictResult",
     "PredictSettings",
     "Recipe",
@@ -39,7 +42,9 @@ __all__ = [
     "adapt_with_recipe",
     "evaluate",
     "finetune",
+    "label_instances",
     "load_recipe",
+    "measure",
     "predict",
     "recalibrate",
 ]

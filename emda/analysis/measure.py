@@ -71,6 +71,17 @@ class _Sums:
         self.size = size
 
 
+def measure(
+    labels: str, raw: str | None = None, *, key: str | None = None, voxel_size=None
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """:func:`measure_labels` of the label image at ``labels`` (and the image ``raw``);
+    ``voxel_size`` (z, y, x nm) overrides the file's."""
+    from emda.io.volume import open_volume
+
+    return measure_labels(open_volume(labels, key, voxel_size),
+                          open_volume(raw) if raw else None)  # fmt: skip
+
+
 def measure_labels(
     labels: Volume, raw: Volume | None = None, progress=None
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
