@@ -72,13 +72,16 @@ def prediction_kind(volume: Volume) -> str:
     if attrs is not None and dict(attrs).get("emda_kind") in ("mask", "probability", "labels"):
         return dict(attrs)["emda_kind"]
     peak = max(int(np.max(volume.read(z))) for z in range(volume.shape[0]))
-    if peak > 255 or (volume.dtype.itemsize > 1 and _beyond_mask(volume)):
+    if peak > 255 or (volume.dtype.itemsize > 1 and holds_labels(volume)):
         return "labels"
     return "mask" if peak <= 1 else "probability"
 
 
-def _beyond_mask(volume: Volume) -> bool:
-    for z in range(volume.shape[0]):
+def holds_labels(volume: Volume, zs: range | None = None) -> bool:
+    """Integers beyond a mask's {0, 1} or {0, 255} on the slices ``zs`` (default all)."""
+    if volume.dtype.kind not in "iu":
+        return False
+    for z in range(volume.shape[0]) if zs is None else zs:
         block = volume.read(z)
         if np.any((block != 0) & (block != 1) & (block != 255)):
             return True
@@ -160,9 +163,7 @@ def evaluate(
 
 def _as_mask(truth: Volume, foreground: float | None) -> Volume:
     """A label image is scored pixel-wise as its objects against background."""
-    from emda.evaluation.instances import is_label_image
-
-    if foreground is None and is_label_image(truth, range(truth.shape[0])):
+    if foreground is None and holds_labels(truth):
         return Volume(truth.array, truth.path, truth.voxel_size,
                       lambda block: (block > 0).astype(np.uint8), truth.location)  # fmt: skip
     return truth

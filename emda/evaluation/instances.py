@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emda.evaluation.evaluate import binarize, prediction_kind
+from emda.evaluation.evaluate import binarize, holds_labels, prediction_kind
 from emda.io.volume import Volume
 from emda.postprocessing.instances import (
     BLOCK_DEPTH,
@@ -46,17 +46,6 @@ class InstanceScores:
     def to_dict(self) -> dict:
         return {"predicted": self.predicted, "true": self.true,
                 "truth_objects": self.truth_objects, **self.scores}  # fmt: skip
-
-
-def is_label_image(volume: Volume, zs: range) -> bool:
-    """Integers beyond a mask's {0, 1} or {0, 255}."""
-    if volume.dtype.kind not in "iu":
-        return False
-    for z in zs:
-        block = volume.read(z)
-        if np.any((block != 0) & (block != 1) & (block != 255)):
-            return True
-    return False
 
 
 def match(
@@ -110,7 +99,7 @@ def score_instances(
     origin = zs.start
     connect = connects_across_z(truth.voxel_size or prediction.voxel_size)
     kind = prediction_kind(prediction)
-    labelled_truth = is_label_image(truth, zs) and foreground is None
+    labelled_truth = holds_labels(truth, zs) and foreground is None
 
     def shifted(block: Block) -> tuple:
         return (slice(block.z.start + origin, block.z.stop + origin), block.y, block.x)

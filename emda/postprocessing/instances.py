@@ -64,20 +64,11 @@ def min_voxels(min_size: float | None, voxel_size: VoxelSize | None, path: str) 
 
 
 def check_prediction(volume: Volume) -> str:
-    """A probability map or mask, not a label image: the kind ``binarize`` needs.
-
-    emda writes probabilities as uint8 or float32; wider integers are a mask only when
-    they hold {0, 1} or {0, 255}, anything else is a label image."""
-    attrs = dict(getattr(volume.array, "attrs", {}) or {})
-    label_image = attrs.get("emda_kind") == "labels"
-    if not label_image and volume.dtype.kind in "iu" and volume.dtype.itemsize > 1:
-        label_image = any(
-            not np.isin(np.unique(volume.read(z)), (0, 1, 255)).all()
-            for z in range(volume.shape[0])
-        )
-    if label_image:
+    """A probability map or mask, not a label image: the kind ``binarize`` needs."""
+    kind = prediction_kind(volume)
+    if kind == "labels":
         raise EmdaError(f"{volume.path}: is a label image, not a probability map or mask")
-    return prediction_kind(volume)
+    return kind
 
 
 def label_instances(
