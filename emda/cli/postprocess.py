@@ -130,13 +130,17 @@ def instances(
     voxel_size: VoxelSizeOpt = None,
     key: KeyOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue an interrupted run (same input and settings)."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Individual mitochondria: a label image of the prediction's connected objects.
 
     Thresholds the prediction and numbers its 3D connected components 1..N, block by
     block, so volumes of any size fit in memory; objects crossing block boundaries keep
-    one number.
+    one number. An interrupted run keeps its work beside the output for --resume.
     """
     from emda.io.volume import parse_voxel_size
     from emda.postprocessing.instances import label_instances
@@ -146,7 +150,7 @@ def instances(
         done = label_instances(
             prediction, output, threshold=threshold, min_size=min_size, connect_z=connect_z,
             split=split, key=key, voxel_size=parse_voxel_size(voxel_size), overwrite=overwrite,
-            progress=advance,
+            resume=resume, progress=advance,
         )  # fmt: skip
     across = "across slices" if done.connect_z else "slice by slice"
     removed = f", {done.removed} under {done.min_voxels} voxels removed" if done.removed else ""

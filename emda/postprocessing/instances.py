@@ -7,31 +7,39 @@ mitochondrion is at least ~200 nm across, so at such a step it spans two or more
 sections that overlap; at a coarser step (thick serial sections), neighbouring sections
 of one object may not overlap and unrelated objects would be joined, so each slice is
 labelled on its own. Objects smaller than ``min_size`` (nm^3) are removed.
+
+Until the output is complete, the work is kept beside it (:func:`state_dir`): the first
+pass's labelled blocks, the output's finished blocks and how far splitting got. An
+interrupted run (a kill, a full disk) is continued with ``resume``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import binarize, check_threshold, prediction_kind
 from emda.io.volume import Volume, VoxelSize, open_volume, split_address
-from emda.io.writer import all_or_nothing
+from emda.io.writer import VolumeWriter
 from emda.postprocessing.labeling import Block, label_blocks, plan_blocks
 from emda.postprocessing.split import split_objects
-from emda.safety.paths import check_output, refuse_writing_inputs
+from emda.safety.fingerprint import content_fingerprint
+from emda.safety.locks import output_lock
+from emda.safety.paths import check_output, refuse_writing_inputs, write_atomically
 from emda.safety.validate import check_complete
 
 CONNECT_Z_MAX_NM = 100.0
 BLOCK_DEPTH = 32  # slices per block
 BLOCK_SIZE = 1024  # y and x of a block: one block of uint64 labels is 256 MiB at most
+STATE_SUFFIX = ".emda-instances"
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,13 @@ def check_prediction(volume: Volume) -> str:
     return kind
 
 
+def state_dir(output: str) -> Path:
+    """Where a run keeps its work until the output is complete: beside the output."""
+    store, key = split_address(output)
+    final = store / key if key else store
+    return final.with_name(final.name + STATE_SUFFIX)
+
+
 def label_instances(
     prediction: str,
     output: str,
@@ -82,14 +97,19 @@ def label_instances(
     key: str | None = None,
     voxel_size: VoxelSize | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress=None,
 ) -> InstanceSummary:
     """Write the individual objects of ``prediction`` (probabilities at ``threshold``, or
     a mask) to ``output`` as a label image (uint32, uint64 when needed): 0 is
     background, objects are numbered 1..N. ``min_size`` in nm^3; ``connect_z`` None
     chooses from the voxel size (module docstring); ``split`` separates touching objects
-    (:mod:`emda.postprocessing.split`)."""
+    (:mod:`emda.postprocessing.split`). An interrupted run keeps its work beside the
+    output (:func:`state_dir`); ``resume`` continues it when the input and settings are
+    the same."""
     check_threshold(threshold)
+    if resume and overwrite:
+        raise EmdaError("--resume and --overwrite contradict each other: choose one")
     volume = open_volume(prediction, key, voxel_size)
     check_complete(volume)
     refuse_writing_inputs({"--output": output}, [volume.location])
@@ -98,56 +118,109 @@ def label_instances(
     smallest = min_voxels(min_size, volume.voxel_size, str(prediction))
     connect = connects_across_z(volume.voxel_size) if connect_z is None else connect_z
     start = time.perf_counter()
+    # what makes two runs produce the same labels (resume checks it)
+    job = {"input": str(volume.location), "shape": list(volume.shape),
+           "content": content_fingerprint(volume), "threshold": threshold,
+           "min_voxels": smallest, "connect_z": connect, "split": split,
+           "blocks": [BLOCK_DEPTH, BLOCK_SIZE]}  # fmt: skip
 
     def read_mask(block: Block) -> np.ndarray:
         return binarize(volume.read(block.z, block.y, block.x), kind, threshold, volume.path)
 
-    store, _ = split_address(output)
-    workdir = store.parent if str(store.parent) else Path(".")
-    components, read_labels, cleanup = label_blocks(
-        read_mask, volume.shape, connect, smallest, BLOCK_DEPTH, BLOCK_SIZE, workdir, progress
-    )
-    blocks = plan_blocks(volume.shape, BLOCK_DEPTH, BLOCK_SIZE)
-    attrs = {"emda_kind": "labels", "emda_instances": {
-        "input": str(prediction), "threshold": threshold, "min_size_nm3": min_size,
-        "min_voxels": smallest, "connect_z": connect, "count": components.count}}  # fmt: skip
-    try:
-        with all_or_nothing() as open_writer:  # labelling again is cheap: nothing to resume
-            writer = open_writer(output, volume.shape, components.lookup.dtype,
-                                 volume.voxel_size, overwrite, attrs=attrs)  # fmt: skip
-            boxes: dict[int, tuple[slice, ...]] = {}
-            for done, block in enumerate(blocks, 1):
-                labels = read_labels(block)
-                writer.array[block.index] = labels
-                if split:
-                    _grow_boxes(boxes, labels, block)
-                if progress:
-                    progress(len(blocks) + done, 2 * len(blocks))
-            count = components.count
-            if split:
-                count = split_objects(lambda box: np.asarray(writer.array[box]), boxes,
-                                      partial(_store_parts, writer.array), count,
-                                      volume.voxel_size, connect)  # fmt: skip
-                writer.attrs["emda_instances"]["count"] = count
-                writer.array.attrs.update({"emda_instances": writer.attrs["emda_instances"]})
-    finally:
-        cleanup()
+    with output_lock(output):
+        state = _open_state(output, job, overwrite, resume)
+        try:
+            components, read_labels, _ = label_blocks(
+                read_mask, volume.shape, connect, smallest, BLOCK_DEPTH, BLOCK_SIZE,
+                progress=progress, state=state,
+            )  # fmt: skip
+            count = _write(output, volume, components, read_labels, job, overwrite, resume,
+                           split, state, progress)  # fmt: skip
+        except BaseException:
+            if not any((state / "blocks").glob("*.npz")):  # nothing worth resuming
+                shutil.rmtree(state, ignore_errors=True)
+            raise
+        shutil.rmtree(state, ignore_errors=True)
     return InstanceSummary(
         count, components.removed, smallest, connect, volume.shape,
         str(components.lookup.dtype), time.perf_counter() - start, count - components.count,
     )  # fmt: skip
 
 
-def _grow_boxes(boxes: dict, labels: np.ndarray, block: Block) -> None:
-    """Union of each object's bounding box over the blocks it appears in."""
-    origin = (block.z.start, block.y.start, block.x.start)
-    for index, box in enumerate(ndimage.find_objects(labels), 1):
-        if box is None:
-            continue
-        here = tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, origin))
-        old = boxes.get(index, here)
-        boxes[index] = tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
-                             for a, b in zip(old, here))  # fmt: skip
+def _open_state(output: str, job: dict, overwrite: bool, resume: bool) -> Path:
+    """The work directory of this run: new, or an interrupted run's with the same job."""
+    state = state_dir(output)
+    saved = state / "job.json"
+    if state.exists():
+        if overwrite:
+            shutil.rmtree(state)
+        elif not resume:
+            raise EmdaError(f"{output}: an interrupted run left {state}; pass --resume to "
+                            "continue it or --overwrite to start over")  # fmt: skip
+        else:
+            try:
+                before = json.loads(saved.read_text())
+            except (OSError, ValueError):
+                before = {}
+            if differs := [k for k in job if before.get(k) != json.loads(json.dumps(job[k]))]:
+                what = "the input's content" if differs[0] == "content" else differs[0]
+                raise EmdaError(
+                    f"{output}: the interrupted run in {state} was made with other settings "
+                    f"or inputs ({what}); pass --overwrite to start over"
+                )
+            return state
+    state.mkdir(parents=True)
+    write_atomically(saved, lambda tmp: Path(tmp).write_text(json.dumps(job)))
+    return state
+
+
+def _write(output, volume, components, read_labels, job, overwrite, resume, split, state,
+           progress) -> int:  # fmt: skip
+    """Second pass: final labels block by block, then the split; returns the count."""
+    blocks = plan_blocks(volume.shape, BLOCK_DEPTH, BLOCK_SIZE)
+    attrs = {"emda_kind": "labels", "emda_instances": {
+        "input": job["input"], "threshold": job["threshold"], "min_voxels": job["min_voxels"],
+        "connect_z": job["connect_z"], "count": components.count}}  # fmt: skip
+    writer = VolumeWriter(output, volume.shape, components.lookup.dtype, volume.voxel_size,
+                          overwrite, attrs=attrs, job=job, resume=resume)  # fmt: skip
+    try:
+        for done, block in enumerate(blocks, 1):
+            if str(done) not in writer.done:
+                writer.array[block.index] = read_labels(block)
+                writer.mark_done(done)
+            if progress:
+                progress(len(blocks) + done, 2 * len(blocks))
+        count = components.count
+        if split:
+            count = _split(writer, components, read_labels, state, volume, job["connect_z"])
+            attrs["emda_instances"]["count"] = count
+            writer.attrs = attrs
+            writer.array.attrs.update({"emda_instances": attrs["emda_instances"]})
+        writer.commit()
+    except BaseException:
+        writer.abort()  # finished blocks stay for --resume
+        raise
+    return count
+
+
+def _split(writer, components, read_labels, state: Path, volume, connect: bool) -> int:
+    """Split touching objects, continuing after the last one an interrupted run split.
+    Each object's voxels come from the first pass's labels, so redoing one is harmless."""
+    progress_file = state / "split.json"
+    after, count = 0, components.count
+    if progress_file.exists():
+        saved = json.loads(progress_file.read_text())
+        after, count = int(saved["after"]), int(saved["count"])
+
+    def record(label: int, count: int) -> None:
+        text = json.dumps({"after": label, "count": count})
+        write_atomically(progress_file, lambda tmp: Path(tmp).write_text(text))
+
+    return split_objects(
+        lambda label, box: read_labels(Block(*box)) == label,
+        range(after + 1, components.count + 1), components.box,
+        partial(_store_parts, writer.array), count, volume.voxel_size, connect, record,
+    )  # fmt: skip
 
 
 def _store_parts(array, box, mask: np.ndarray, parts: np.ndarray) -> None:

@@ -12,10 +12,16 @@ block through one lookup table from provisional to final labels, so the result i
 partition a whole-volume ``ndimage.label`` gives (IDs numbered in block order).
 
 Memory holds one block, and a table of one entry per provisional label.
+
+With a ``state`` directory the work survives an interruption: each labelled block is
+recorded there (its sizes, boundary pairs and object boxes) after its provisional labels
+are stored, so a second call with the same directory labels only the blocks that have no
+record yet.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -67,10 +73,17 @@ class Components:
     lookup: np.ndarray  # provisional label -> final label (0: background or removed)
     sizes: np.ndarray  # voxels per final label (index 0 unused)
     removed: int  # objects smaller than the minimum size
+    # bounding box per final label: rows (z0, y0, x0, z1, y1, x1), row 0 unused
+    boxes: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         return len(self.sizes) - 1
+
+    def box(self, label: int) -> tuple[slice, slice, slice]:
+        assert self.boxes is not None
+        lo, hi = self.boxes[label, :3], self.boxes[label, 3:]
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
 def _faces(block: Block, connect_z: bool) -> Iterator[tuple[int, tuple]]:
@@ -92,51 +105,105 @@ def label_blocks(
     size: int = 1024,
     workdir: str | Path | None = None,
     progress: Progress | None = None,
+    state: Path | None = None,
 ) -> tuple[Components, Callable[[Block], np.ndarray], Callable[[], None]]:
     """Label the mask that ``read_mask(block)`` returns, block by block.
 
-    Returns the components, ``read_labels(block)`` (final labels of a block, uint32 or
-    uint64 as the count needs) and ``cleanup()`` (removes the temporary array; call it
-    when done reading).
+    Returns the components (with each object's bounding box), ``read_labels(block)``
+    (final labels of a block, uint32 or uint64 as the count needs) and ``cleanup()``.
+    Without ``state`` the work goes to a temporary directory under ``workdir`` that
+    ``cleanup()`` removes (call it when done reading). With ``state`` it goes there and
+    stays (the caller removes it), and blocks recorded there by an interrupted call are
+    not labelled again.
     """
     import zarr
 
     blocks = plan_blocks(shape, depth, size)
-    tmp = Path(tempfile.mkdtemp(prefix=".emda-labels-", dir=workdir))
+    tmp = state or Path(tempfile.mkdtemp(prefix=".emda-labels-", dir=workdir))
+    records = tmp / "blocks"
     try:
-        provisional = zarr.create_array(
-            store=str(tmp / "provisional.zarr"), shape=shape, dtype="uint64",
-            chunks=(1, min(size, shape[1]), min(size, shape[2])), fill_value=0,
+        records.mkdir(parents=True, exist_ok=True)
+        address = str(tmp / "provisional.zarr")
+        provisional = (
+            zarr.open_array(address, mode="r+") if (tmp / "provisional.zarr").exists()
+            else zarr.create_array(store=address, shape=shape, dtype="uint64", fill_value=0,
+                                   chunks=(1, min(size, shape[1]), min(size, shape[2])))
         )  # fmt: skip
         s = structure(connect_z)
         counts: list[np.ndarray] = [np.zeros(1, np.int64)]  # label 0: background
+        boxes: list[np.ndarray] = [np.zeros((1, 6), np.int64)]
         pairs: list[np.ndarray] = []
         offset = 0
         for done, block in enumerate(blocks, 1):
-            labels, n = ndimage.label(read_mask(block), structure=s)
-            counts.append(np.bincount(labels.ravel(), minlength=n + 1)[1:])
-            labels = labels.astype(np.uint64)
-            labels[labels > 0] += np.uint64(offset)
-            provisional[block.index] = labels
-            for axis, before in _faces(block, connect_z):
-                a = np.asarray(provisional[before]).ravel()
-                b = np.take(labels, 0, axis=axis).ravel()
-                touch = (a > 0) & (b > 0)
-                if touch.any():
-                    pairs.append(np.unique(np.stack([a[touch], b[touch]], 1), axis=0))
-            offset += n
+            record = records / f"{done:06d}.npz"
+            if not record.exists():  # blocks run in order: lower neighbours are stored
+                _label_block(read_mask, block, s, offset, provisional, connect_z, record)
+            with np.load(record) as saved:
+                counts.append(saved["counts"])
+                boxes.append(saved["boxes"])
+                if len(saved["pairs"]):
+                    pairs.append(saved["pairs"])
+            offset += len(counts[-1])
             if progress:
                 progress(done, 2 * len(blocks))
         components = _resolve(np.concatenate(counts), pairs, offset, min_voxels)
+        components.boxes = _final_boxes(np.concatenate(boxes), components)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if state is None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     lookup = components.lookup
 
     def read_labels(block: Block) -> np.ndarray:
         return lookup[np.asarray(provisional[block.index])]
 
-    return components, read_labels, lambda: shutil.rmtree(tmp, ignore_errors=True)
+    def cleanup() -> None:
+        if state is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return components, read_labels, cleanup
+
+
+def _label_block(read_mask, block: Block, s, offset: int, provisional, connect_z: bool,
+                 record: Path) -> None:  # fmt: skip
+    """Label one block, store its provisional labels, then record what resolving needs:
+    voxels and box per label, and label pairs touching across its lower faces."""
+    labels, n = ndimage.label(read_mask(block), structure=s)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    origin = np.array([block.z.start, block.y.start, block.x.start])
+    boxes = np.zeros((n, 6), np.int64)
+    for i, box in enumerate(ndimage.find_objects(labels)):
+        if box is not None:
+            boxes[i] = [*(b.start for b in box), *(b.stop for b in box)]
+    boxes += np.concatenate([origin, origin])
+    labels = labels.astype(np.uint64)
+    labels[labels > 0] += np.uint64(offset)
+    provisional[block.index] = labels
+    found = []
+    for axis, before in _faces(block, connect_z):
+        a = np.asarray(provisional[before]).ravel()
+        b = np.take(labels, 0, axis=axis).ravel()
+        touch = (a > 0) & (b > 0)
+        if touch.any():
+            found.append(np.unique(np.stack([a[touch], b[touch]], 1), axis=0))
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
+    partial = record.with_name(record.name + ".partial")
+    with open(partial, "wb") as fh:  # a record appears whole or not at all
+        np.savez(fh, counts=counts, boxes=boxes, pairs=pairs)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, record)
+
+
+def _final_boxes(boxes: np.ndarray, components: Components) -> np.ndarray:
+    """Union of the provisional labels' boxes for each final label."""
+    final = np.zeros((components.count + 1, 6), np.int64)
+    final[:, :3] = np.iinfo(np.int64).max
+    ids = components.lookup.astype(np.int64)
+    np.minimum.at(final[:, :3], ids, boxes[:, :3])
+    np.maximum.at(final[:, 3:], ids, boxes[:, 3:])
+    final[0] = 0
+    return final
 
 
 def _resolve(counts: np.ndarray, pairs: list[np.ndarray], total: int, min_voxels: int):

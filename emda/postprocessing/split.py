@@ -16,6 +16,8 @@ volume was cut into blocks; memory holds the largest object's box.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy import ndimage
 
@@ -49,16 +51,21 @@ def split_object(mask: np.ndarray, voxel_size, connect_z: bool) -> tuple[np.ndar
     return parts, count
 
 
-def split_objects(read_labels, boxes: dict[int, tuple[slice, ...]], write, count: int,
-                  voxel_size, connect_z: bool) -> int:  # fmt: skip
-    """Split every object in ``boxes`` (label -> bounding box); ``read_labels(box)`` gives
-    the labels of a box, ``write(box, mask, parts)`` stores an object's new labels.
-    Returns the new object count (split parts take labels after ``count``)."""
-    for label, box in boxes.items():
-        mask = read_labels(box) == label
+def split_objects(read_mask, labels: Iterable[int], box, write, count: int, voxel_size,
+                  connect_z: bool, record=None) -> int:  # fmt: skip
+    """Split every object in ``labels``: ``box(label)`` is its bounding box,
+    ``read_mask(label, box)`` its voxels there, ``write(box, mask, parts)`` stores its new
+    labels. Returns the new object count (split parts take labels after ``count``).
+    ``record(label, count)``, when given, is called after each object that was split, so
+    an interrupted run can continue after it with that count."""
+    for label in labels:
+        where = box(label)
+        mask = read_mask(label, where)
         parts, n = split_object(mask, voxel_size, connect_z)
         if n > 1:
             renumbered = np.where(parts == 1, label, count + parts - 1)
-            write(box, mask, renumbered)
+            write(where, mask, renumbered)
             count += n - 1
+            if record:
+                record(label, count)
     return count
