@@ -62,3 +62,24 @@ def test_evaluate_instances_end_to_end(tmp_path):
     assert (found["predicted"], found["true"], found["truth_objects"]) == (3, 3, "labels")
     assert found["f1_50"] == pytest.approx(2 * 1 / 6)
     assert scores["iou"] == pytest.approx((64 + 50) / (64 + 100 + 36 + 24), rel=1e-6)
+
+
+def test_label_images_with_huge_ids_score_as_renumbered_ones(tmp_path):
+    truth = np.zeros((3, 40, 40), np.uint64)
+    truth[:, 2:10, 2:10] = 2**63 + 1
+    truth[:, 20:30, 20:30] = 2**40
+    pred = np.zeros((3, 40, 40), np.uint64)
+    pred[:, 2:10, 2:10] = 7
+    pred[:, 20:30, 20:28] = 2**50  # IoU 0.8
+    for name, data in (("t.tif", truth), ("p.tif", pred)):
+        tifffile.imwrite(tmp_path / name, data, photometric="minisblack")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), "--labels",
+                                 str(tmp_path / "t.tif"), "--instances", "--json",
+                                 str(tmp_path / "e.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    (scores,) = json.loads((tmp_path / "e.json").read_text())
+    found = scores["instances"]
+    assert (found["predicted"], found["true"]) == (2, 2)
+    assert found["f1_50"] == found["f1_75"] == 1.0

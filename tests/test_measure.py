@@ -70,3 +70,30 @@ def test_the_command_writes_the_csv_the_summary_and_the_histogram(shapes, tmp_pa
     assert [r["id"] for r in rows] == ["1", "2", "7"] and rows[1]["touches_border"] == "true"
     assert float(rows[1]["volume_nm3"]) == 100000
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("ids", [(2**40, 3, 2**63 + 5), (5, 2**31, 2**32 + 1)])
+def test_huge_or_sparse_ids_measure_as_their_renumbered_objects(shapes, ids, monkeypatch):
+    """IDs of other tools' label images (hashes, block offsets, beyond int64) need no
+    memory for the largest ID, and give the rows of the same objects numbered 1, 2, 7."""
+    monkeypatch.setattr(measure, "BLOCK_DEPTH", 8)  # objects spread over blocks
+    big = np.zeros(shapes.shape, np.uint64)
+    for old, new in zip((1, 2, 7), ids):
+        big[shapes == old] = new
+    expected, _ = measure.measure_labels(Volume(shapes, "l", VOXEL))
+    found, _ = measure.measure_labels(Volume(big, "l", VOXEL))
+    order = np.argsort(ids)  # rows come in ID order
+    assert list(found["id"]) == sorted(ids)
+    for name in measure.COLUMNS[1:]:
+        np.testing.assert_allclose(found[name], expected[name][order], err_msg=name)
+
+
+def test_negative_labels_are_refused_by_measure_and_evaluate(tmp_path):
+    labels = np.zeros((2, 8, 8), np.int32)
+    labels[:, 2:5, 2:5] = -3
+    path = tmp_path / "neg.tif"
+    tifffile.imwrite(path, labels)
+    for args in (["measure", str(path)], ["evaluate", str(path), "--labels", str(path),
+                                          "--instances"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "negative labels" in result.output, result.output

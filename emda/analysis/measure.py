@@ -21,11 +21,10 @@ measured whole. Lengths are in nm, from the voxel size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 
+from emda.analysis.object_ids import ObjectSums, local_ids
 from emda.errors import EmdaError
 from emda.io.volume import Volume
 
@@ -42,33 +41,6 @@ def check_labels(volume: Volume) -> None:
     if volume.dtype.kind not in "iu":
         raise EmdaError(f"{volume.path}: values of type {volume.dtype} are not a label image "
                         "(integers); make one with emda instances")  # fmt: skip
-
-
-@dataclass
-class _Sums:
-    """Per-label accumulators, grown as larger labels appear."""
-
-    size: int = 1
-
-    def __post_init__(self) -> None:
-        self.arrays: dict[str, np.ndarray] = {}
-        self.low = np.full((1, 3), np.iinfo(np.int64).max)
-        self.high = np.full((1, 3), -1)
-
-    def add(self, name: str, labels: np.ndarray, weights: np.ndarray | None = None) -> None:
-        sums = np.bincount(labels, weights, minlength=self.size)
-        if len(sums) > self.size:
-            self.grow(len(sums))
-        current = self.arrays.setdefault(name, np.zeros(self.size))
-        current[: len(sums)] += sums
-
-    def grow(self, size: int) -> None:
-        for name, array in self.arrays.items():
-            self.arrays[name] = np.pad(array, (0, size - len(array)))
-        self.low = np.pad(self.low, ((0, size - len(self.low)), (0, 0)),
-                          constant_values=np.iinfo(np.int64).max)  # fmt: skip
-        self.high = np.pad(self.high, ((0, size - len(self.high)), (0, 0)), constant_values=-1)
-        self.size = size
 
 
 def measure(
@@ -94,27 +66,46 @@ def measure_labels(
     vz, vy, vx = labels.voxel_size or (1.0, 1.0, 1.0)
     face_area = (vy * vx, vz * vx, vz * vy)  # faces normal to z, y, x
     d, h, w = labels.shape
-    sums = _Sums()
+    sums = ObjectSums()
     blocks = [(z, y, x) for z in range(0, d, BLOCK_DEPTH) for y in range(0, h, BLOCK_SIZE)
               for x in range(0, w, BLOCK_SIZE)]  # fmt: skip
     for done, (z, y, x) in enumerate(blocks, 1):
         # one plane more on the high side of each axis: the faces shared with the next block
         z1, y1, x1 = min(z + BLOCK_DEPTH, d), min(y + BLOCK_SIZE, h), min(x + BLOCK_SIZE, w)
         halo = labels.read(slice(z, min(z1 + 1, d)), slice(y, min(y1 + 1, h)),
-                           slice(x, min(x1 + 1, w))).astype(np.int64)  # fmt: skip
-        if halo.size and halo.min() < 0:
-            raise EmdaError(f"{labels.path}: negative labels; objects are numbered 1, 2, ...")
-        block = halo[: z1 - z, : y1 - y, : x1 - x]
-        _accumulate(sums, block, (z, y, x), halo, (z1 == d, y1 == h, x1 == w))
+                           slice(x, min(x1 + 1, w)))  # fmt: skip
+        ids, index = local_ids(halo, labels.path)  # per-block indexes: IDs may be huge
+        block = index[: z1 - z, : y1 - y, : x1 - x]
+        local = _Local(len(ids))
+        _accumulate(local, block, (z, y, x), index, (z1 == d, y1 == h, x1 == w))
         if raw is not None:
-            sums.add("intensity", block.ravel(), raw.read(slice(z, z1), slice(y, y1),
-                     slice(x, x1)).astype(np.float64).ravel())  # fmt: skip
+            local.add("intensity", block.ravel(), raw.read(slice(z, z1), slice(y, y1),
+                      slice(x, x1)).astype(np.float64).ravel())  # fmt: skip
+        rows = sums.rows(ids)
+        for name, values in local.sums.items():
+            sums.add(name, rows, values)
+        sums.minimum("low", rows, local.low)
+        sums.maximum("high", rows, local.high)
         if progress:
             progress(done, len(blocks))
     return _rows(sums, labels.shape, (vz, vy, vx), face_area, raw is not None)
 
 
-def _accumulate(sums: _Sums, block, origin, halo, at_end) -> None:
+class _Local:
+    """One block's sums, indexed by the block's local object indexes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sums: dict[str, np.ndarray] = {}
+        self.low = np.full((size, 3), np.iinfo(np.int64).max)
+        self.high = np.full((size, 3), -1)
+
+    def add(self, name: str, index: np.ndarray, weights: np.ndarray | None = None) -> None:
+        sums = np.bincount(index, weights, minlength=self.size).astype(np.float64)
+        self.sums[name] = self.sums.get(name, 0) + sums
+
+
+def _accumulate(sums: _Local, block, origin, halo, at_end) -> None:
     flat = block.ravel()
     sums.add("voxels", flat)
     coords = np.indices(block.shape, dtype=np.float64).reshape(3, -1)
@@ -122,15 +113,11 @@ def _accumulate(sums: _Sums, block, origin, halo, at_end) -> None:
     c = dict(zip("zyx", coords))
     for name in MOMENTS:
         sums.add(name, flat, c[name[0]] if len(name) == 1 else c[name[0]] * c[name[1]])
-    boxes = ndimage.find_objects(block)  # C-fast: one slice tuple per label up to the max
-    if len(boxes) >= sums.size:
-        sums.grow(len(boxes) + 1)
-    for index, box in enumerate(boxes, 1):
+    # C-fast: one slice tuple per index (shifted by one: find_objects skips 0)
+    for index, box in enumerate(ndimage.find_objects(block + 1)):
         if box is not None:
-            start = [s.start + o for s, o in zip(box, origin)]
-            stop = [s.stop - 1 + o for s, o in zip(box, origin)]
-            sums.low[index] = np.minimum(sums.low[index], start)
-            sums.high[index] = np.maximum(sums.high[index], stop)
+            sums.low[index] = [s.start + o for s, o in zip(box, origin)]
+            sums.high[index] = [s.stop - 1 + o for s, o in zip(box, origin)]
     for axis in range(3):  # exposed faces, low side and high side of each voxel
         n = block.shape[axis]
         # the low side: the block's first plane against the volume edge (origin 0) is
@@ -154,22 +141,22 @@ def _accumulate(sums: _Sums, block, origin, halo, at_end) -> None:
             sums.add("faces" + "zyx"[axis], after[differs].ravel())
 
 
-def _rows(sums: _Sums, shape, voxel, area, with_raw: bool):
-    a = sums.arrays
-    ids = np.flatnonzero(a["voxels"])
-    ids = ids[ids > 0]
-    n = a["voxels"][ids]
+def _rows(sums: ObjectSums, shape, voxel, area, with_raw: bool):
+    voxels = sums.get("voxels")
+    rows_of = np.flatnonzero((voxels > 0) & (sums.ids > 0))
+    ids = sums.ids[rows_of]
+    a = {name: array[rows_of] for name, array in sums.arrays.items()}
+    n = a["voxels"]
     scale = np.asarray(voxel)
-    centre = np.stack([a[k][ids] / n for k in "zyx"], 1)
+    centre = np.stack([a[k] / n for k in "zyx"], 1)
     cov = np.empty((len(ids), 3, 3))
     for i, j, name in ((0, 0, "zz"), (1, 1, "yy"), (2, 2, "xx"), (0, 1, "zy"), (0, 2, "zx"),
                        (1, 2, "yx")):  # fmt: skip
-        value = (a[name][ids] / n - centre[:, i] * centre[:, j]) * scale[i] * scale[j]
+        value = (a[name] / n - centre[:, i] * centre[:, j]) * scale[i] * scale[j]
         cov[:, i, j] = cov[:, j, i] = value
     axes = 2 * np.sqrt(5 * np.clip(np.linalg.eigvalsh(cov)[:, ::-1], 0, None))
-    surface = sum(a.get("faces" + "zyx"[k], np.zeros(sums.size))[ids] * area[k]
-                  for k in range(3))  # fmt: skip
-    low, high = sums.low[ids], sums.high[ids]
+    surface = sum(a.get("faces" + "zyx"[k], np.zeros(len(ids))) * area[k] for k in range(3))
+    low, high = a["low"], a["high"]
     floor = float(np.min(scale))  # one voxel's extent
     rows = {
         "id": ids, "voxels": n.astype(np.int64), "volume_nm3": n * float(np.prod(scale)),
@@ -181,5 +168,5 @@ def _rows(sums: _Sums, shape, voxel, area, with_raw: bool):
         "elongation": axes[:, 0] / np.maximum(axes[:, 2], floor),
         "touches_border": ((low == 0) | (high == np.asarray(shape) - 1)).any(axis=1),
     }  # fmt: skip
-    intensity = a["intensity"][ids] / n if with_raw else None
+    intensity = a["intensity"] / n if with_raw else None
     return rows, intensity

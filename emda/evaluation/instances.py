@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emda.analysis.object_ids import ObjectSums, local_ids
 from emda.evaluation.evaluate import binarize, holds_labels, prediction_kind
 from emda.io.volume import Volume
 from emda.postprocessing.instances import (
@@ -111,7 +112,7 @@ def score_instances(
         return to_foreground(truth.read(*shifted(block)), truth.path, foreground).astype(bool)
 
     if kind == "labels":  # a label image: its own objects
-        read_pred, done_pred = lambda b: prediction.read(*shifted(b)).astype(np.int64), None
+        read_pred, done_pred = lambda b: prediction.read(*shifted(b)), None
     else:
         smallest = min_voxels(min_size, prediction.voxel_size or truth.voxel_size,
                               str(prediction.path))  # fmt: skip
@@ -119,7 +120,7 @@ def score_instances(
                                                BLOCK_DEPTH, BLOCK_SIZE)  # fmt: skip
     try:
         if labelled_truth:
-            read_true, done_true = lambda b: truth.read(*shifted(b)).astype(np.int64), None
+            read_true, done_true = lambda b: truth.read(*shifted(b)), None
         else:
             _, read_true, done_true = label_blocks(true_mask, shape, connect, 0, BLOCK_DEPTH,
                                                    BLOCK_SIZE)  # fmt: skip
@@ -137,47 +138,41 @@ def score_instances(
 def _count(read_pred, read_true, prediction, kind, shape, shifted,
            labelled_truth) -> InstanceScores:  # fmt: skip
     codes, counts = [], []
-    size_pred, size_true = np.zeros(1, np.int64), np.zeros(1, np.int64)
-    score_sum = np.zeros(1)
+    sums = {"pred": ObjectSums(), "true": ObjectSums()}
     for block in plan_blocks(shape, BLOCK_DEPTH, BLOCK_SIZE):
-        p, t = read_pred(block).astype(np.int64), read_true(block)
-        size_pred = _add(size_pred, np.bincount(p.ravel()))
-        size_true = _add(size_true, np.bincount(t.ravel()))
+        # IDs of a label image may be sparse or huge: sums are kept per ID, not by index
+        p_ids, p = local_ids(read_pred(block), prediction.path)
+        t_ids, t = local_ids(read_true(block), "the truth")
+        p_rows, t_rows = sums["pred"].rows(p_ids), sums["true"].rows(t_ids)
+        sums["pred"].add("size", p_rows, np.bincount(p.ravel(), minlength=len(p_ids)))
+        sums["true"].add("size", t_rows, np.bincount(t.ravel(), minlength=len(t_ids)))
         if kind == "probability":
             prob = prediction.read(*shifted(block)).astype(np.float64)
             prob = prob / 255.0 if prediction.dtype.kind in "iu" else prob
-            score_sum = _add(score_sum, np.bincount(p.ravel(), prob.ravel()))
-        both = (p > 0) & (t > 0)
-        pair, count = np.unique(np.stack([p[both], t[both]]), axis=1, return_counts=True)
+            sums["pred"].add("score", p_rows, np.bincount(p.ravel(), prob.ravel(), len(p_ids)))
+        both = (p_ids[p] > 0) & (t_ids[t] > 0)
+        pair, count = np.unique(np.stack([p_ids[p[both]], t_ids[t[both]]]), axis=1,
+                                return_counts=True)  # fmt: skip
         codes.append(pair)
         counts.append(count)
     pairs, inverse = np.unique(np.concatenate(codes, axis=1), axis=1, return_inverse=True)
     inter = np.bincount(inverse.ravel(), np.concatenate(counts), minlength=pairs.shape[1])
     # objects numbered 1..N on each side: label images need not be consecutive
-    sizes_p, lookup_p = _renumber(size_pred)
-    sizes_t, lookup_t = _renumber(size_true)
-    pairs = np.stack([lookup_p[pairs[0]], lookup_t[pairs[1]]], 1)
+    sizes_p, present_p = _renumber(sums["pred"])
+    sizes_t, present_t = _renumber(sums["true"])
+    pairs = np.stack([np.searchsorted(present_p, pairs[0]) + 1,
+                      np.searchsorted(present_t, pairs[1]) + 1], 1)  # fmt: skip
     scores = None
     if kind == "probability":  # an object's score: its mean probability
-        present = np.flatnonzero(lookup_p)
-        score_sum = np.pad(score_sum, (0, max(0, len(size_pred) - len(score_sum))))
-        scores = np.concatenate([[0.0], score_sum[present] / size_pred[present]])
+        rows = np.searchsorted(sums["pred"].ids, present_p)
+        scores = np.concatenate([[0.0], sums["pred"].get("score")[rows] / sizes_p[1:]])
     result = match(sizes_p, sizes_t, pairs, inter, scores)
     truth_objects = "labels" if labelled_truth else "connected components of the mask"
     return InstanceScores(len(sizes_p) - 1, len(sizes_t) - 1, truth_objects, result)
 
 
-def _renumber(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sizes of the labels present, as 1..N (index 0 unused), and old -> new labels."""
-    present = np.flatnonzero(sizes)
-    present = present[present > 0]
-    lookup = np.zeros(len(sizes), np.int64)
-    lookup[present] = np.arange(1, len(present) + 1)
-    return np.concatenate([[0], sizes[present]]), lookup
-
-
-def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(b) > len(a):
-        a = np.pad(a, (0, len(b) - len(a)))
-    a[: len(b)] += b
-    return a
+def _renumber(sums: ObjectSums) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes of the objects present as 1..N (index 0 unused), and their IDs in order."""
+    size = sums.get("size")
+    keep = (size > 0) & (sums.ids > 0)
+    return np.concatenate([[0], size[keep]]).astype(np.int64), sums.ids[keep]
