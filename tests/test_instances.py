@@ -107,8 +107,7 @@ def test_a_tiff_label_image_keeps_the_voxel_size(tmp_path):
 def test_labels_of_an_ome_zarr_image_are_an_ngff_image_label(tmp_path):
     models = pytest.importorskip(
         "ome_zarr_models.v05.image_label",
-        reason="ome-zarr-models absent (napari-ome-zarr is not installed in CI either: the "
-        "NGFF validator stands in for opening the labels in napari)",
+        reason="ome-zarr-models absent",
     )
     from ome_zarr_models.v05.labels import Labels
 
@@ -168,3 +167,23 @@ def test_split_on_thick_sections_keeps_bodies_whole_through_the_stack(tmp_path, 
     assert labels.max() == objects
     for z in range(1, 5):  # every section shows the same parts, no rings
         assert len(np.unique(labels[z][labels[z] > 0])) == objects
+
+
+def test_napari_reads_the_labels_as_a_labels_layer(tmp_path):
+    """napari's OME-Zarr reader plugin, without a window (napari is not a dev dependency:
+    it pulls a GUI stack; the NGFF check above runs everywhere)."""
+    reader_plugin = pytest.importorskip("napari_ome_zarr", reason="napari-ome-zarr absent")
+    from emda.io.writer import write_volume
+
+    image = tmp_path / "img.ome.zarr"
+    raw = open_volume(CROPS / "vnc/raw.tif")
+    write_volume(image, raw.read(), raw.voxel_size, pyramid=1)
+    assert runner.invoke(app, ["instances", str(CROPS / "vnc/labels.tif"), "-o",
+                               f"{image}/labels/mito", "--quiet"]).exit_code == 0  # fmt: skip
+    layers = list(reader_plugin.napari_get_reader(str(image))(str(image)))
+    kinds = {kind: (data, meta) for data, meta, kind in layers}
+    assert set(kinds) == {"image", "labels"}
+    for data, meta in kinds.values():
+        assert list(meta["scale"]) == [50.0, 4.6, 4.6]
+        assert tuple(data[0].shape) == raw.shape
+    assert len(kinds["image"][0]) == 2  # the pyramid's two levels

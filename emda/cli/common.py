@@ -191,4 +191,7 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace outputs that already exist.", rich_help_panel=G)
 ]
 KeyOpt = Annotated[str | None, typer.Option(help="Array inside a zarr input.")]
+ChannelOpt = Annotated[
+    int | None, typer.Option(help="Channel of a multichannel OME-Zarr input (from 0).")
+]
 ThresholdOpt = Annotated[float, typer.Option(help="Probability threshold for --mask.")]

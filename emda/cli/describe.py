@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from emda.cli.common import KeyOpt, app, console, out, user_errors
+from emda.cli.common import ChannelOpt, KeyOpt, app, console, out, user_errors
 from emda.errors import EmdaError
 
 
@@ -61,13 +61,14 @@ def info(
         str, typer.Argument(help="A volume (TIFF/zarr), a run directory or a checkpoint.pt.")
     ],
     key: KeyOpt = None,
+    channel: ChannelOpt = None,
 ) -> None:
     """Describe a volume (shape, dtype, voxel size, intensities) or a run's checkpoint."""
     p = Path(path)
     if not p.exists():
         raise EmdaError(f"{path}: no such file or directory")
     is_run = p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file())
-    rows = run_rows(p) if is_run else volume_rows(path, key)
+    rows = run_rows(p) if is_run else volume_rows(path, key, channel)
     table = Table(show_header=False, title=path)
     for k, v in rows.items():
         table.add_row(k, v)
@@ -135,11 +136,11 @@ def recipe_rows(record: dict) -> dict[str, str]:
     return rows
 
 
-def volume_rows(path: str, key: str | None) -> dict[str, str]:
+def volume_rows(path: str, key: str | None, channel: int | None = None) -> dict[str, str]:
     from emda.data.normalization import Normalization
     from emda.io.volume import open_volume
 
-    volume = open_volume(path, key)
+    volume = open_volume(path, key, channel=channel)
     rng = Normalization().fit(volume)
     rows = {
         "shape (z, y, x)": str(volume.shape),

@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from emda.cli.common import (
+    ChannelOpt,
     ConfigOpt,
     DeviceOpt,
     KeyOpt,
@@ -44,6 +45,7 @@ def predict(
         str | None, typer.Option(help="Binary mask at --threshold (.tif, .zarr, .ome.zarr).")
     ] = None,
     key: KeyOpt = None,
+    channel: ChannelOpt = None,
     threshold: ThresholdOpt = 0.5,
     prob_dtype: ProbDtypeOpt = ProbDtype.uint8,
     tile_size: Annotated[
@@ -169,7 +171,7 @@ def predict(
     bar, advance = progress_bar(quiet, "predicting blocks")
     with bar:
         result = api.predict(
-            run, input, output, mask, settings=settings, key=key,
+            run, input, output, mask, settings=settings, key=key, channel=channel,
             voxel_size=parse_voxel_size(voxel_size), device=dev, overwrite=overwrite,
             resume=resume, progress=advance, scheduler=scheduler, workers=workers,
             threads=threads,

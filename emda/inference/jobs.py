@@ -43,6 +43,7 @@ class PredictJob:
     threads: int | None = None  # torch threads in a worker process
     axes: tuple[int, int, int] = (0, 1, 2)  # the plane stack predicted (emda.data.planes)
     zoom: float = 1.0  # input pixel size / the model's (emda.data.resample)
+    channel: int | None = None  # of a multichannel OME-Zarr input
 
 
 # one job per process at a time: (predictor, input volume, {kind: output array})
@@ -80,7 +81,7 @@ def _load(job, predictor, volume, outputs):
                 job.blend, tta=job.tta, zoom=job.zoom,
             )  # fmt: skip
         if volume is None:
-            volume = open_volume(job.input, job.key, job.voxel_size).permuted(job.axes)
+            volume = open_volume(job.input, job.key, job.voxel_size, job.channel).permuted(job.axes)
         if outputs is None:
             outputs = {
                 kind: zarr.open_array(path, mode="r+")

@@ -144,6 +144,7 @@ def predict(
     device: str | torch.device = "auto",
     key: str | None = None,
     voxel_size: VoxelSize | None = None,
+    channel: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: Progress | None = None,
@@ -154,7 +155,7 @@ def predict(
     """Segment ``input_path`` (TIFF or zarr, any size) with the model of ``checkpoint`` (a
     run directory or its ``checkpoint.pt``): probabilities to ``output`` and/or a binary
     mask to ``mask`` (``.tif``, ``.zarr``, ``.ome.zarr``). ``progress(done, total)`` is
-    called after every block.
+    called after every block; ``channel`` picks one of a multichannel OME-Zarr input.
 
     ``scheduler`` (a Dask scheduler address) or ``workers`` (a local Dask cluster of that
     many processes) spread the blocks over processes; the output is the same as one
@@ -174,7 +175,8 @@ def predict(
         raise EmdaError(f"--workers {workers}: must be >= 1")
     if scheduler or workers:
         require_dask()
-    plan = _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, resume)
+    plan = _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, resume,
+                 channel)  # fmt: skip
     predictor = SlidingWindowPredictor(
         plan.checkpoint.build_model(), device, s.tile_size, s.overlap, s.batch_size, s.blend,
         tta=s.tta, zoom=plan.zoom,
@@ -197,6 +199,7 @@ def predict(
         mask_path=_partial(plan.writers.get("mask")),
         threshold=s.threshold,
         zoom=plan.zoom,
+        channel=channel,
     )
     start = time.perf_counter()
     total = _execute(plan, job, predictor, s, progress, scheduler, workers, threads)
@@ -217,10 +220,11 @@ def _partial(writer: VolumeWriter | None) -> str | None:
     return str(writer.partial.resolve()) if writer is not None else None
 
 
-def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, resume) -> _Plan:
+def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, resume,
+          channel=None) -> _Plan:  # fmt: skip
     """Read the model and the volume, check the outputs, fix what resuming must match."""
     ckpt = load_checkpoint(checkpoint)
-    volume = open_volume(input_path, key, voxel_size)
+    volume = open_volume(input_path, key, voxel_size, channel)
     ckpt_file = (
         Path(checkpoint) / CHECKPOINT_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
     )
@@ -247,6 +251,7 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
         "checkpoint_size_mtime": [stat.st_size, stat.st_mtime_ns],
         "input": str(Path(split_address(input_path)[0]).resolve()),
         "key": key,
+        "channel": channel,
         "shape": list(volume.shape),
         "content": content_fingerprint(volume),  # the same data, not only the same path
         "tile_size": s.tile_size,

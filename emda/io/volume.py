@@ -18,23 +18,13 @@ from typing import Any
 import numpy as np
 
 from emda.errors import EmdaError
+from emda.io.ngff_read import axes_of, select_spatial, spatial_voxel_size
+from emda.io.units import NM_PER_UNIT, nm_per
 from emda.safety.validate import check_dtype, check_voxel_size, warn_missing_chunks
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
 VoxelSize = tuple[float, float, float]  # (z, y, x) in nm
-
-_UNIT_TO_NM = {
-    "nm": 1.0,
-    "nanometer": 1.0,
-    "um": 1e3,
-    "µm": 1e3,
-    "\\u00b5m": 1e3,
-    "micron": 1e3,
-    "micrometer": 1e3,
-    "mm": 1e6,
-    "millimeter": 1e6,
-}
 
 
 @dataclass
@@ -179,15 +169,21 @@ def is_zarr(path: str | os.PathLike) -> bool:
 
 
 def open_volume(
-    path: str | os.PathLike, key: str | None = None, voxel_size: VoxelSize | None = None
+    path: str | os.PathLike,
+    key: str | None = None,
+    voxel_size: VoxelSize | None = None,
+    channel: int | None = None,
 ) -> Volume:
-    """Open a volume for reading; ``voxel_size`` (nm) overrides the file's metadata."""
+    """Open a volume for reading; ``voxel_size`` (nm) overrides the file's metadata;
+    ``channel`` picks one channel of a multichannel OME-Zarr image."""
     store, key = split_address(path, key)
     if is_zarr(store):
-        volume = _open_zarr(store, key, path)
+        volume = _open_zarr(store, key, path, channel)
     elif store.suffix.lower() in TIFF_SUFFIXES:
         if key:
             raise EmdaError(f"{path}: --key applies to zarr stores only, not TIFF")
+        if channel is not None:
+            raise EmdaError(f"--channel {channel}: applies to OME-Zarr images, not {path}")
         volume = _open_tiff(store)
     else:
         raise EmdaError(
@@ -226,10 +222,10 @@ def _tiff_voxel_size(tif) -> VoxelSize | None:
     dtypes ImageJ cannot hold, such as uint32 labels), and the X/YResolution tags."""
     shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
     ij = tif.imagej_metadata or shaped or {}
-    unit = str(ij.get("unit", "")).strip().lower()
-    scale = _UNIT_TO_NM.get(unit)
+    unit = str(ij.get("unit", "")).strip().lower().replace("metre", "meter")
+    scale = NM_PER_UNIT.get(unit)  # "pixel" or none: uncalibrated
     if scale is None:
-        return None
+        return _ome_tiff_voxel_size(tif)
     tags = tif.pages[0].tags
 
     def size(tag: str) -> float | None:
@@ -245,7 +241,33 @@ def _tiff_voxel_size(tif) -> VoxelSize | None:
     return (round(z, 6), round(y, 6), round(x, 6))
 
 
-def _open_zarr(store: Path, key: str | None, address) -> Volume:
+def _ome_tiff_voxel_size(tif) -> VoxelSize | None:
+    """From an OME-TIFF's Pixels element: PhysicalSize{X,Y,Z} in their own units (OME's
+    default unit is the micrometre)."""
+    if not tif.is_ome or not tif.ome_metadata:
+        return None
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(tif.ome_metadata)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None or pixels.get("PhysicalSizeX") is None:
+        return None
+
+    def size(axis: str, default: float | None) -> float | None:
+        value = pixels.get(f"PhysicalSize{axis}")
+        if value is None:
+            return default
+        return float(value) * nm_per(pixels.get(f"PhysicalSize{axis}Unit", "µm"), tif.filename)
+
+    x = size("X", None)
+    y, z = size("Y", x), size("Z", x)
+    return None if x is None else (round(z, 6), round(y, 6), round(x, 6))  # type: ignore[arg-type]
+
+
+def _open_zarr(store: Path, key: str | None, address, channel: int | None = None) -> Volume:
     import zarr
 
     if not store.exists():
@@ -255,25 +277,28 @@ def _open_zarr(store: Path, key: str | None, address) -> Volume:
     except Exception as exc:
         where = f"key '{key}' in {store}" if key else str(store)
         raise EmdaError(f"{where}: no zarr array or group there ({_short(exc)})") from None
-    voxel, inner = None, key
+    voxel, inner, axes = None, key, None
     if isinstance(node, zarr.Group):
-        node, voxel, dataset = _array_in_group(node, address)
+        node, voxel, dataset, axes = _array_in_group(node, address)
         inner = "/".join(k for k in (key, dataset) if k)
+    if axes is not None or node.ndim > 3:
+        node = select_spatial(node, axes or axes_of(None, node.ndim), channel, address)
+    elif channel is not None:
+        raise EmdaError(f"--channel {channel}: {address} has no channel axis")
     voxel = _zarr_voxel_size(node.attrs) or voxel
     return Volume(node, str(address), voxel, location=str(store / inner if inner else store))
 
 
 def _array_in_group(group, address):
-    """A multiscale (OME-Zarr) group opens at full resolution; others need a key."""
+    """A multiscale (OME-Zarr) group opens at full resolution, with its voxel size and
+    axes; other groups need a key."""
     ms = _multiscales(group.attrs)
     if ms:
         try:
             first = ms[0]["datasets"][0]
-            return (
-                group[first["path"]],
-                _scale_from_transforms(first, ms[0].get("axes")),
-                first["path"],
-            )
+            array = group[first["path"]]
+            axes = axes_of(ms[0].get("axes"), array.ndim)
+            return array, _scale_from_transforms(first, axes, address), first["path"], axes
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EmdaError(f"{address}: OME-Zarr metadata names a dataset that is not there "
                             f"({_short(exc)})") from None  # fmt: skip
@@ -289,18 +314,10 @@ def _multiscales(attrs) -> list:
     return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or []
 
 
-def _scale_from_transforms(dataset: dict, axes) -> VoxelSize | None:
+def _scale_from_transforms(dataset: dict, axes: list[dict], address) -> VoxelSize | None:
     for t in dataset.get("coordinateTransformations", []):
-        if t.get("type") == "scale" and len(t["scale"]) >= 2:
-            scale = [float(s) for s in t["scale"]][-3:]
-            unit = "nm"
-            if axes:
-                unit = (
-                    str(axes[-1].get("unit", "nanometer")) if isinstance(axes[-1], dict) else unit
-                )
-            factor = _UNIT_TO_NM.get(unit.lower(), 1.0)
-            scale = [s * factor for s in scale]
-            return tuple([1.0] * (3 - len(scale)) + scale)  # type: ignore[return-value]
+        if t.get("type") == "scale":
+            return spatial_voxel_size(list(t["scale"]), axes, address)
     return None
 
 

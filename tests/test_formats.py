@@ -1,0 +1,129 @@
+"""Reading the layouts other tools write: NGFF units and time/channel axes, OME-TIFF
+physical sizes. Files are written with the format's own library (zarr with NGFF
+metadata, tifffile's OME writer)."""
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from typer.testing import CliRunner
+
+from emda.cli import app
+from emda.errors import EmdaError
+from emda.io.volume import open_volume
+
+runner = CliRunner()
+
+
+def _ngff(path, data, axes, scale):
+    """An NGFF 0.5 image with one level, as bioformats2raw-style writers lay it out."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.create_array("0", data=data, chunks=data.shape)
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": scale}]}],
+    }]}  # fmt: skip
+    return path
+
+
+def _axis(name, kind, unit=None):
+    return {"name": name, "type": kind, **({"unit": unit} if unit else {})}
+
+
+SPACE_UM = [_axis(a, "space", "micrometer") for a in "zyx"]
+
+
+@pytest.mark.parametrize("unit, factor", [
+    ("angstrom", 0.1), ("nanometer", 1.0), ("micrometer", 1e3), ("millimeter", 1e6),
+])  # fmt: skip
+def test_every_ngff_length_unit_becomes_nanometres(tmp_path, unit, factor):
+    data = np.zeros((2, 8, 8), np.uint8)
+    path = _ngff(tmp_path / "a.ome.zarr", data, [_axis(a, "space", unit) for a in "zyx"],
+                 [40.0, 8.0, 8.0])  # fmt: skip
+    assert open_volume(path).voxel_size == pytest.approx((40 * factor, 8 * factor, 8 * factor))
+
+
+def test_an_unknown_unit_is_an_error_not_nanometres(tmp_path):
+    path = _ngff(tmp_path / "a.ome.zarr", np.zeros((2, 8, 8), np.uint8),
+                 [_axis(a, "space", "furlong") for a in "zyx"], [1, 1, 1])  # fmt: skip
+    with pytest.raises(EmdaError, match="unknown length unit 'furlong'"):
+        open_volume(path)
+
+
+def test_singleton_time_and_channel_axes_are_dropped(tmp_path):
+    data = np.arange(3 * 8 * 8, dtype=np.uint8).reshape(1, 1, 3, 8, 8)
+    axes = [_axis("t", "time", "second"), _axis("c", "channel"), *SPACE_UM]
+    path = _ngff(tmp_path / "tczyx.ome.zarr", data, axes, [1.0, 1.0, 0.05, 0.005, 0.005])
+    volume = open_volume(path)
+    assert volume.shape == (3, 8, 8) and volume.voxel_size == pytest.approx((50, 5, 5))
+    np.testing.assert_array_equal(volume.read(1, slice(2, 4)), data[0, 0, 1, 2:4])
+
+
+def test_a_channel_is_chosen_with_channel(tmp_path):
+    data = np.stack([np.full((3, 8, 8), c, np.uint8) for c in range(2)])  # c, z, y, x
+    path = _ngff(tmp_path / "czyx.ome.zarr", data, [_axis("c", "channel"), *SPACE_UM],
+                 [1.0, 0.05, 0.005, 0.005])  # fmt: skip
+    with pytest.raises(EmdaError, match="has 2 channels .* --channel N"):
+        open_volume(path)
+    assert open_volume(path, channel=1).read().max() == 1
+    with pytest.raises(EmdaError, match="--channel 2: .* channels 0..1"):
+        open_volume(path, channel=2)
+
+
+def test_several_time_points_are_refused(tmp_path):
+    path = _ngff(tmp_path / "t.ome.zarr", np.zeros((2, 3, 8, 8), np.uint8),
+                 [_axis("t", "time"), *SPACE_UM], [1, 1, 1, 1])  # fmt: skip
+    with pytest.raises(EmdaError, match="axis 't' has 2 entries"):
+        open_volume(path)
+
+
+def test_a_5d_image_predicts_and_describes_like_a_3d_one(tmp_path):
+    from .conftest import CROPS
+
+    raw = open_volume(CROPS / "vnc/raw.tif")
+    data = raw.read()[None, None]
+    axes = [_axis("t", "time"), _axis("c", "channel"), *SPACE_UM]
+    scale = [1.0, 1.0, *(v / 1000 for v in raw.voxel_size)]
+    path = _ngff(tmp_path / "vnc.ome.zarr", data, axes, scale)
+    info = runner.invoke(app, ["info", str(path)], env={"COLUMNS": "200"})
+    assert info.exit_code == 0, info.output
+    assert "(12, 320, 320)" in info.output and "50" in info.output
+
+
+@pytest.mark.parametrize("unit, factor", [("nm", 1.0), ("µm", 1e3), ("Å", 0.1)])
+def test_ome_tiff_physical_sizes_are_read(tmp_path, unit, factor):
+    path = tmp_path / "a.ome.tif"
+    metadata = {"axes": "ZYX", "PhysicalSizeX": 8.0, "PhysicalSizeXUnit": unit,
+                "PhysicalSizeY": 8.0, "PhysicalSizeYUnit": unit,
+                "PhysicalSizeZ": 30.0, "PhysicalSizeZUnit": unit}  # fmt: skip
+    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8), ome=True, metadata=metadata)
+    assert open_volume(path).voxel_size == pytest.approx((30 * factor, 8 * factor, 8 * factor))
+
+
+def test_ome_tiff_sizes_default_to_micrometres(tmp_path):
+    path = tmp_path / "b.ome.tif"
+    metadata = {"axes": "ZYX", "PhysicalSizeX": 0.005, "PhysicalSizeY": 0.005,
+                "PhysicalSizeZ": 0.05}  # fmt: skip
+    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8), ome=True, metadata=metadata)
+    assert open_volume(path).voxel_size == pytest.approx((50, 5, 5))
+
+
+def test_predict_reads_one_channel_of_a_multichannel_image(tmp_path):
+    from .conftest import CROPS, adapt_on_crops
+
+    run = tmp_path / "run"
+    assert adapt_on_crops(run, target=None).exit_code == 0
+    raw = open_volume(CROPS / "vnc/raw.tif")
+    data = np.stack([255 - raw.read(), raw.read()])  # c, z, y, x: channel 1 is the image
+    axes = [_axis("c", "channel"), *SPACE_UM]
+    path = _ngff(tmp_path / "two.ome.zarr", data, axes, [1.0, 0.05, 0.0046, 0.0046])
+    for args, out in (([str(CROPS / "vnc/raw.tif")], "a.tif"),
+                      ([str(path), "--channel", "1"], "b.tif")):  # fmt: skip
+        result = runner.invoke(app, ["predict", str(run), *args, "-o", str(tmp_path / out),
+                                     "--quiet", "--device", "cpu"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"),
+                                  tifffile.imread(tmp_path / "b.tif"))  # fmt: skip
+    refused = runner.invoke(app, ["predict", str(run), str(path), "-o", str(tmp_path / "c.tif")])
+    assert refused.exit_code == 1 and "--channel" in refused.output
