@@ -261,6 +261,19 @@ CASES = [
          "logits.tif: values of type float32 are not a label image"),
     Case("measure's CSV written over the labels", "measure {d}/labels.zarr --csv "
          "{d}/labels.zarr --overwrite", 1, "would overwrite the input"),
+    Case("OME-Zarr in a length unit emda does not know", f"{PRED} {{d}}/furlong.ome.zarr {OUT}",
+         1, "unknown length unit 'furlong'"),
+    Case("multichannel OME-Zarr without --channel", f"{PRED} {{d}}/twoch.ome.zarr {OUT}", 1,
+         "has 2 channels (axis 'c'); choose one with --channel N"),
+    Case("--channel beyond the channels", f"{PRED} {{d}}/twoch.ome.zarr {OUT} --channel 5", 1,
+         "--channel 5: "),
+    Case("--channel on a TIFF", f"{PRED} {{c}}/vnc/raw.tif {OUT} --channel 0", 1,
+         "applies to OME-Zarr images"),
+    Case("export to a file type no format has", "export {run} --output {o}/m.h5", 1,
+         "give --format"),
+    Case("export written over the run's checkpoint", "export {run} --output {run}/checkpoint.pt "
+         "--overwrite", 1, "would overwrite the input"),
+    Case("measure negative labels", "measure {d}/neg.tif", 1, "negative labels"),
     Case("unknown dataset to fetch", "data fetch nosuch --to {o}", 2, "unknown dataset nosuch"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
@@ -362,6 +375,17 @@ def _hostile_files(d: Path, raw: np.ndarray, lab: np.ndarray, ckpt: dict) -> Non
             }
         ],
     }
+    for name, unit, data in (
+        ("furlong.ome.zarr", "furlong", raw[:2, :64, :64]),
+        ("twoch.ome.zarr", "nanometer", np.stack([raw[:2, :64, :64]] * 2)),
+    ):
+        group = zarr.open_group(str(d / name), mode="w")
+        group.create_array("0", data=data)
+        space = [{"name": a, "type": "space", "unit": unit} for a in "zyx"]
+        axes = space if data.ndim == 3 else [{"name": "c", "type": "channel"}, *space]
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+            {"path": "0", "coordinateTransformations": [
+                {"type": "scale", "scale": [1] * data.ndim}]}]}]}  # fmt: skip
     tifffile.imwrite(d / "negvox.tif", raw[:2, :50, :50], imagej=True, resolution=(0.2, 0.2),
                      metadata={"spacing": -5.0, "unit": "nm"})  # fmt: skip
     part = zarr.create_array(str(d / "part.zarr"), shape=tuple(lab.shape), dtype="uint8",
@@ -371,6 +395,7 @@ def _hostile_files(d: Path, raw: np.ndarray, lab: np.ndarray, ckpt: dict) -> Non
         str(d / "labels.zarr"), data=np.arange(8, dtype=np.uint32).reshape(2, 2, 2)
     )
     labels.attrs.update({"emda_kind": "labels"})
+    tifffile.imwrite(d / "neg.tif", -np.ones((2, 8, 8), np.int32))
     (d / "latin1.toml").write_bytes(b"threshold = 0.5\n# caf\xe9\n")
 
 

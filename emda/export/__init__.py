@@ -1,0 +1,1 @@
+"""Export a trained network for tools outside emda: TorchScript, ONNX, bioimage.io."""
