@@ -127,3 +127,58 @@ def test_predict_reads_one_channel_of_a_multichannel_image(tmp_path):
                                   tifffile.imread(tmp_path / "b.tif"))  # fmt: skip
     refused = runner.invoke(app, ["predict", str(run), str(path), "-o", str(tmp_path / "c.tif")])
     assert refused.exit_code == 1 and "--channel" in refused.output
+
+
+def test_hdf5_datasets_open_by_address_or_key_with_their_resolution(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    data = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
+    path = tmp_path / "cremi.hdf"
+    with h5py.File(path, "w") as f:
+        raw = f.create_dataset("volumes/raw", data=data, chunks=(1, 16, 16))
+        raw.attrs["resolution"] = (40.0, 4.0, 4.0)  # nm, as CREMI writes it
+        f.create_dataset("fiji", data=data).attrs["element_size_um"] = (0.05, 0.005, 0.005)
+    for volume in (open_volume(f"{path}/volumes/raw"), open_volume(path, "volumes/raw")):
+        assert volume.lazy and volume.voxel_size == (40.0, 4.0, 4.0)
+        np.testing.assert_array_equal(volume.read(2, slice(3, 9)), data[2, 3:9])
+    assert open_volume(f"{path}/fiji").voxel_size == pytest.approx((50, 5, 5))
+    with pytest.raises(EmdaError, match="datasets here: fiji"):
+        open_volume(path)
+    with pytest.raises(EmdaError, match="no dataset 'nope'"):
+        open_volume(path, "nope")
+
+
+def test_mrc_files_are_memory_mapped_with_the_header_voxel_size(tmp_path):
+    mrcfile = pytest.importorskip("mrcfile")
+    data = np.arange(3 * 8 * 10, dtype=np.float32).reshape(3, 8, 10)
+    path = tmp_path / "tomo.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = (12.0, 12.0, 30.0)  # angstrom, x y z
+    volume = open_volume(path)
+    assert volume.lazy and volume.shape == (3, 8, 10)
+    assert volume.voxel_size == pytest.approx((3.0, 1.2, 1.2))
+    np.testing.assert_array_equal(volume.read(1), data[1])
+    (tmp_path / "bad.mrc").write_bytes(b"not an mrc file")
+    with pytest.raises(EmdaError, match="bad.mrc: not a readable MRC file"):
+        open_volume(tmp_path / "bad.mrc")
+
+
+def test_predict_reads_hdf5_block_by_block_like_tiff(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from .conftest import CROPS, adapt_on_crops
+
+    run = tmp_path / "run"
+    assert adapt_on_crops(run, target=None).exit_code == 0
+    raw = open_volume(CROPS / "vnc/raw.tif")
+    with h5py.File(tmp_path / "vnc.h5", "w") as f:
+        f.create_dataset("raw", data=raw.read(), chunks=(1, 64, 64)).attrs["resolution"] = (
+            raw.voxel_size
+        )
+    outputs = []
+    for source in (str(CROPS / "vnc/raw.tif"), f"{tmp_path}/vnc.h5/raw"):
+        out = tmp_path / f"p{len(outputs)}.tif"
+        result = runner.invoke(app, ["predict", str(run), source, "-o", str(out), "--quiet",
+                                     "--device", "cpu", "--block-size", "256"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs.append(tifffile.imread(out))
+    np.testing.assert_array_equal(*outputs)

@@ -30,8 +30,8 @@ def methods(
                     "origin": m.origin,
                     "description": m.cls.description,
                     "options": [
-                        dict(zip(("name", "type", "default", "help"), row))
-                        for row in describe_options(m.cls.Options)
+                        {"name": n, "type": t, "default": _plain(d), "help": h}
+                        for n, t, d, h in describe_options(m.cls.Options, as_text=False)
                     ],
                 }
                 for m in registry.methods.values()
@@ -54,6 +54,43 @@ def methods(
         console.print(f"disabled by EMDA_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
 
 
+def _plain(value):
+    """A default as JSON has it: tuples as lists, anything else JSON lacks as text."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+@app.command()
+@user_errors
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the pretrained models shipped with emda (use them as emda:NAME)."""
+    from emda.pretrained import PREFIX, card, names
+
+    cards = [card(n) for n in names()]
+    if as_json:
+        typer.echo(json.dumps({"models": cards}, indent=2))
+        return
+    table = Table(title="pretrained models (emda predict emda:NAME VOLUME ...)")
+    for col in ("model", "trained on", "IoU in-domain", "IoU elsewhere (+ target BN)",
+                "licence", "size"):  # fmt: skip
+        table.add_column(col)
+    for c in cards:
+        scores = c.get("scores", {})
+        table.add_row(
+            PREFIX + c["name"], c.get("training_data", "-"),
+            _iou(scores.get("in_domain")), _iou(scores.get("cross_domain_target_bn")),
+            c.get("licence", "-"), f"{c['bytes'] / 2**20:.1f} MB",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _iou(scores: dict | None) -> str:
+    return "-" if not scores else f"{100 * scores['iou']:.1f} ({scores.get('on', '')})"
+
+
 @app.command(no_args_is_help=True)
 @user_errors
 def info(
@@ -64,7 +101,9 @@ def info(
     channel: ChannelOpt = None,
 ) -> None:
     """Describe a volume (shape, dtype, voxel size, intensities) or a run's checkpoint."""
-    p = Path(path)
+    from emda.pretrained import resolve
+
+    p = resolve(path)  # emda:NAME, a shipped model
     if not p.exists():
         raise EmdaError(f"{path}: no such file or directory")
     is_run = p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file())

@@ -47,6 +47,7 @@ from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.io.volume import Volume, VoxelSize, open_volume, split_address
 from emda.io.writer import VolumeWriter
 from emda.model.checkpoint import Checkpoint, load_checkpoint
+from emda.pretrained import resolve as resolve_run
 from emda.safety.boundary import as_user_error
 from emda.safety.fingerprint import content_fingerprint
 from emda.safety.paths import check_output, refuse_writing_inputs
@@ -225,9 +226,8 @@ def _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, r
     """Read the model and the volume, check the outputs, fix what resuming must match."""
     ckpt = load_checkpoint(checkpoint)
     volume = open_volume(input_path, key, voxel_size, channel)
-    ckpt_file = (
-        Path(checkpoint) / CHECKPOINT_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
-    )
+    where = resolve_run(checkpoint)  # emda:NAME: a shipped model
+    ckpt_file = where / CHECKPOINT_NAME if where.is_dir() else where
     refuse_writing_inputs({"--output": output, "--mask": mask}, [volume.location, ckpt_file])
     for path, option in ((output, "--output"), (mask, "--mask")):
         if path:

@@ -19,11 +19,12 @@ import numpy as np
 
 from emda.errors import EmdaError
 from emda.io.ngff_read import axes_of, select_spatial, spatial_voxel_size
-from emda.io.units import NM_PER_UNIT, nm_per
 from emda.safety.validate import check_dtype, check_voxel_size, warn_missing_chunks
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+MRC_SUFFIXES = (".mrc", ".rec", ".st", ".ali", ".map")
 VoxelSize = tuple[float, float, float]  # (z, y, x) in nm
 
 
@@ -60,7 +61,8 @@ class Volume:
 
     @property
     def lazy(self) -> bool:
-        return not isinstance(self.array, np.ndarray)
+        """Read block by block from disk (zarr, HDF5, a memory-mapped MRC file)."""
+        return not isinstance(self.array, np.ndarray) or isinstance(self.array, np.memmap)
 
     def read(self, z: int | slice = slice(None), y: slice = slice(None), x: slice = slice(None)):
         """Read a block as a numpy array; ``z`` an int gives a 2D slice."""
@@ -156,7 +158,7 @@ def split_address(path: str | os.PathLike, key: str | None = None) -> tuple[Path
     """``a/b.zarr/raw/s0`` -> (``a/b.zarr``, ``raw/s0``); TIFF paths pass through."""
     parts = Path(path).parts
     for i, part in enumerate(parts):
-        if part.endswith(ZARR_SUFFIXES):
+        if part.endswith(ZARR_SUFFIXES) or part.lower().endswith(HDF5_SUFFIXES):
             inner = "/".join(parts[i + 1 :]) or None
             keys = [k for k in (inner, key) if k]
             return Path(*parts[: i + 1]), "/".join(keys) or None
@@ -179,92 +181,18 @@ def open_volume(
     store, key = split_address(path, key)
     if is_zarr(store):
         volume = _open_zarr(store, key, path, channel)
-    elif store.suffix.lower() in TIFF_SUFFIXES:
-        if key:
-            raise EmdaError(f"{path}: --key applies to zarr stores only, not TIFF")
+    else:
+        from emda.io import readers  # TIFF, HDF5, MRC
+
         if channel is not None:
             raise EmdaError(f"--channel {channel}: applies to OME-Zarr images, not {path}")
-        volume = _open_tiff(store)
-    else:
-        raise EmdaError(
-            f"{path}: unsupported file type '{store.suffix or store.name}' "
-            f"(use .tif/.tiff or a .zarr store)"
-        )
+        volume = readers.open_file(store, key, path)
     if voxel_size is not None:
         volume.voxel_size = tuple(float(v) for v in voxel_size)  # type: ignore[assignment]
     check_voxel_size(volume.voxel_size, str(path))
     if volume.lazy:
         warn_missing_chunks(volume)
     return volume
-
-
-def _open_tiff(path: Path) -> Volume:
-    import tifffile
-
-    if not path.is_file():
-        raise EmdaError(f"{path}: no such file")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            array = tif.asarray()
-            voxel = _tiff_voxel_size(tif)
-    except EmdaError:
-        raise
-    except Exception as exc:
-        raise EmdaError(f"{path}: not a readable TIFF ({_short(exc)})") from None
-    array = np.squeeze(array) if array.ndim > 3 else array
-    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
-        raise EmdaError(f"{path}: looks like an RGB image; convert it to greyscale first")
-    return Volume(array, str(path), voxel, location=str(path))
-
-
-def _tiff_voxel_size(tif) -> VoxelSize | None:
-    """From ImageJ metadata (unit, spacing), or tifffile's own (what emda writes for
-    dtypes ImageJ cannot hold, such as uint32 labels), and the X/YResolution tags."""
-    shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-    ij = tif.imagej_metadata or shaped or {}
-    unit = str(ij.get("unit", "")).strip().lower().replace("metre", "meter")
-    scale = NM_PER_UNIT.get(unit)  # "pixel" or none: uncalibrated
-    if scale is None:
-        return _ome_tiff_voxel_size(tif)
-    tags = tif.pages[0].tags
-
-    def size(tag: str) -> float | None:
-        if tag not in tags:
-            return None
-        num, den = tags[tag].value
-        return den / num * scale if num else None
-
-    y, x = size("YResolution"), size("XResolution")
-    if y is None or x is None:
-        return None
-    z = float(ij.get("spacing", 1.0)) * scale
-    return (round(z, 6), round(y, 6), round(x, 6))
-
-
-def _ome_tiff_voxel_size(tif) -> VoxelSize | None:
-    """From an OME-TIFF's Pixels element: PhysicalSize{X,Y,Z} in their own units (OME's
-    default unit is the micrometre)."""
-    if not tif.is_ome or not tif.ome_metadata:
-        return None
-    from xml.etree import ElementTree
-
-    try:
-        root = ElementTree.fromstring(tif.ome_metadata)
-    except ElementTree.ParseError:
-        return None
-    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    if pixels is None or pixels.get("PhysicalSizeX") is None:
-        return None
-
-    def size(axis: str, default: float | None) -> float | None:
-        value = pixels.get(f"PhysicalSize{axis}")
-        if value is None:
-            return default
-        return float(value) * nm_per(pixels.get(f"PhysicalSize{axis}Unit", "µm"), tif.filename)
-
-    x = size("X", None)
-    y, z = size("Y", x), size("Z", x)
-    return None if x is None else (round(z, 6), round(y, 6), round(x, 6))  # type: ignore[arg-type]
 
 
 def _open_zarr(store: Path, key: str | None, address, channel: int | None = None) -> Volume:

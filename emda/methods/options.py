@@ -89,12 +89,14 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:
-    """(name, type, default, help) rows for ``emda methods``."""
+def describe_options(options_cls: type, as_text: bool = True) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) rows for ``emda methods``; the default as its repr, or
+    the value itself with ``as_text=False``."""
     rows = []
     for f in dataclasses.fields(options_cls):
         kind, default = option_fields(options_cls)[f.name]
-        rows.append((f.name, _type_name(kind), repr(default), f.metadata.get("help", "")))
+        shown = repr(default) if as_text else default
+        rows.append((f.name, _type_name(kind), shown, f.metadata.get("help", "")))
     return rows
 
 

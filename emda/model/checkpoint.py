@@ -103,7 +103,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> None:
 
 def load_raw(path: str | os.PathLike) -> dict[str, Any]:
     """torch.load with weights_only=True and one-line errors for every failure."""
-    path = Path(path)
+    from emda.pretrained import resolve
+
+    path = resolve(path)  # emda:NAME, a shipped model
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.is_file():
@@ -132,13 +134,18 @@ def load_raw(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def _as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Shipped models store float16 weights; training and the checks expect float32."""
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     data = load_raw(path)
     try:
         norm = data["normalization"]
         checkpoint = Checkpoint(
             model_config=UNetConfig(**data["model_config"]),
-            state_dict=data["state_dict"],
+            state_dict=_as_float32(data["state_dict"]),
             normalization=Normalization(norm["lower_percentile"], norm["upper_percentile"]),
             source_range=IntensityRange(norm["source_low"], norm["source_high"]),
             voxel_size=tuple(data["voxel_size"]) if data.get("voxel_size") else None,
