@@ -150,10 +150,11 @@ def setup(device: DeviceChoice, threads: int | None):
 
 
 def progress_bar(quiet: bool, description: str):
-    """A transient progress bar and the ``(done, total)`` callback that advances it."""
-    from rich.progress import Progress
+    """A transient progress bar (lines in a log without a terminal) and the ``(done,
+    total)`` callback that advances it."""
+    from emda.progress import make_progress
 
-    bar = Progress(console=console, disable=quiet, transient=True)
+    bar = make_progress(not quiet, console=console, transient=True)
     task = bar.add_task(description, total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 

@@ -20,7 +20,12 @@ PathLike = str | os.PathLike
 
 
 def target_of(address: PathLike, key: str | None = None) -> Path:
-    """The file or directory an address (``a.tif``, ``b.zarr/raw``) stands for, resolved."""
+    """The file or directory an address (``a.tif``, ``b.zarr/raw``, ``emda:NAME``) stands
+    for, resolved."""
+    from emda.pretrained import is_pretrained, resolve
+
+    if is_pretrained(address):
+        return Path(os.path.realpath(resolve(address)))
     store, key = split_address(address, key)
     return Path(os.path.realpath(store / key if key else store))
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from emda.data.sampling import PatchSampler
@@ -28,6 +29,7 @@ from emda.errors import EmdaError
 from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.methods.base import Batch, Method, TrainStep
 from emda.model.checkpoint import Checkpoint, save_checkpoint
+from emda.progress import make_progress
 from emda.training import ddp
 from emda.training.averaging import WeightAverage, first_averaged
 from emda.training.config import TrainConfig
@@ -277,13 +279,13 @@ def _format_terms(record: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in logged_values(record).items())
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
+def _progress(enabled: bool):
+    return make_progress(
+        enabled,
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[terms]}"),
-        disable=not enabled,
-        transient=False,
+        console=Console(),
     )
