@@ -96,3 +96,18 @@ def test_a_shipped_model_is_never_an_output(shipped):
                                  "--overwrite"])  # fmt: skip
     assert result.exit_code == 1 and "would overwrite the input" in result.output
     assert (pretrained.HERE / "tiny.pt").read_bytes() == (copy / "tiny.pt").read_bytes()
+
+
+def test_a_shipped_model_teaches_self_training_on_a_new_target(shipped):
+    """The starting point for adapt: the student starts from the shipped model's weights."""
+    result = adapt_on_crops(shipped / "st", "--opt", "teacher=emda:tiny", method="selftrain")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(shipped / "st").method_options["teacher"] == "emda:tiny"
+
+
+def test_info_json_describes_runs_and_volumes(shipped):
+    run = json.loads(runner.invoke(app, ["info", "emda:tiny", "--json"]).output)
+    assert run["schema"] == "emda-info/1" and run["kind"] == "run" and run["method"] == "ft"
+    assert run["network"]["base_channels"] == 4
+    volume = json.loads(runner.invoke(app, ["info", str(CROPS / "vnc/raw.tif"), "--json"]).output)
+    assert volume["shape"] == [12, 320, 320] and volume["voxel_size_nm"] == [50.0, 4.6, 4.6]

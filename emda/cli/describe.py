@@ -99,19 +99,67 @@ def info(
     ],
     key: KeyOpt = None,
     channel: ChannelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Describe a volume (shape, dtype, voxel size, intensities) or a run's checkpoint."""
     from emda.pretrained import resolve
 
     p = resolve(path)  # emda:NAME, a shipped model
-    if not p.exists():
+    from emda.io.volume import split_address
+
+    if not split_address(p)[0].exists():  # a zarr or HDF5 address names a file's array
         raise EmdaError(f"{path}: no such file or directory")
     is_run = p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file())
+    if as_json:
+        data = run_json(p) if is_run else volume_json(path, key, channel)
+        typer.echo(json.dumps({"schema": INFO_SCHEMA, **data}, indent=2, default=str))
+        return
     rows = run_rows(p) if is_run else volume_rows(path, key, channel)
     table = Table(show_header=False, title=path)
     for k, v in rows.items():
         table.add_row(k, v)
     out.print(table)
+
+
+INFO_SCHEMA = "emda-info/1"  # bumped when a field changes meaning or goes away
+
+
+def run_json(p: Path) -> dict:
+    """What ``info`` shows of a run, as values: the checkpoint's record and its log."""
+    from emda.model.checkpoint import load_checkpoint
+    from emda.training.state import log_summary, read_log
+
+    ckpt = load_checkpoint(p)
+    records = read_log(p if p.is_dir() else p.parent)
+    return {
+        "kind": "run", "path": str(p), "method": ckpt.method,
+        "method_options": ckpt.method_options, "network": ckpt.model_config.to_dict(),
+        "iteration": ckpt.iteration, "voxel_size_nm": ckpt.voxel_size,
+        "pixel_size_nm": ckpt.pixel_size,
+        "normalization": {"lower_percentile": ckpt.normalization.lower_percentile,
+                          "upper_percentile": ckpt.normalization.upper_percentile,
+                          "source_range": [ckpt.source_range.low, ckpt.source_range.high]},
+        "emda_version": ckpt.emda_version, "training": ckpt.training,
+        "log": {"iterations": len(records), "seconds": records[-1]["seconds"],
+                "last_mean": log_summary(records)} if records else None,
+    }  # fmt: skip
+
+
+def volume_json(path: str, key: str | None, channel: int | None = None) -> dict:
+    """What ``info`` shows of a volume, as values, with the attributes emda wrote."""
+    from emda.data.normalization import Normalization
+    from emda.io.volume import open_volume
+
+    volume = open_volume(path, key, channel=channel)
+    rng = Normalization().fit(volume)
+    attrs = dict(getattr(volume.array, "attrs", None) or {})
+    return {
+        "kind": "volume", "path": str(path), "shape": list(volume.shape),
+        "dtype": str(volume.dtype), "on_disk": volume.lazy,
+        "voxel_size_nm": list(volume.voxel_size) if volume.voxel_size else None,
+        "percentiles": {"1": rng.low, "99": rng.high},
+        "emda": {k: v for k, v in attrs.items() if k.startswith("emda_")},
+    }  # fmt: skip
 
 
 def run_rows(p: Path) -> dict[str, str]:
@@ -184,7 +232,7 @@ def volume_rows(path: str, key: str | None, channel: int | None = None) -> dict[
     rows = {
         "shape (z, y, x)": str(volume.shape),
         "dtype": str(volume.dtype),
-        "storage": "zarr (read lazily)" if volume.lazy else "in memory",
+        "storage": "on disk (read block by block)" if volume.lazy else "in memory",
         "voxel size (z, y, x) nm": str(volume.voxel_size),
         "1st-99th percentile": f"{rng.low:g} - {rng.high:g}",
     }
