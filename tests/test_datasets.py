@@ -133,3 +133,44 @@ def test_the_epfl_manifest_checksums_match_the_shared_data():
     for stack in DATASETS["epfl_lucchi_pp"].stacks:
         array = tifffile.imread(SHARED / "epfl_lucchi_pp" / stack.output)
         assert array_sha256(array) == stack.sha256, stack.output
+
+
+def test_http_fetch_retries_a_failed_slice_and_resumes_from_the_cache(tmp_path, crop_arrays):
+    """Over HTTP (a local server): a slice that fails once is retried; a second fetch with
+    the server gone is rebuilt from the cache of downloaded slices."""
+    import functools
+    import http.server
+    import threading
+
+    pytest.importorskip("pooch")
+    served = tmp_path / "served"
+    dataset = _mirror(served, *crop_arrays)
+    failed: list[str] = []
+
+    class Flaky(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.endswith("01.tif") and not failed:
+                failed.append(self.path)
+                self.send_error(503)
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Flaky, directory=str(served))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    cache = tmp_path / "cache"
+    try:
+        (tmp_path / "a").mkdir()
+        fetch(dataset, tmp_path / "a", mirror=url, cache=cache)
+    finally:
+        server.shutdown()
+    assert failed  # the first try of slice 01 failed and was retried
+    (tmp_path / "b").mkdir()
+    out = fetch(dataset, tmp_path / "b", mirror=url, cache=cache)  # no server: from the cache
+    np.testing.assert_array_equal(open_volume(out / "raw.tif").read(), crop_arrays[0])

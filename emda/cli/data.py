@@ -55,7 +55,11 @@ def data_fetch(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Download datasets, check their content (SHA-256) and write raw.tif/labels.tif."""
+    """Download datasets, check their content (SHA-256) and write raw.tif/labels.tif.
+
+    Failed downloads are retried; downloaded slices are kept in a cache (EMDA_CACHE, else
+    the user's cache directory), so an interrupted fetch resumes where it stopped.
+    """
     from emda.io.datasets import DATASETS, fetch
 
     unknown = [n for n in names if n not in DATASETS]

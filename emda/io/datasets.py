@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import tempfile
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,13 +145,41 @@ def decode_slice(data: bytes, url: str) -> np.ndarray:
     return image
 
 
-def download(url: str, timeout: float = 60.0) -> bytes:
+RETRIES = 3  # a dropped connection is retried this many times, with growing pauses
+
+
+def cache_dir() -> Path:
+    """Where downloaded slices are kept (``EMDA_CACHE``, else the user's cache directory),
+    so an interrupted fetch downloads only what it had not got yet."""
+    import pooch
+
+    return Path(os.environ.get("EMDA_CACHE") or pooch.os_cache("emda")) / "slices"
+
+
+def _cached_name(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:24] + Path(url).suffix
+
+
+def download(url: str, cache: Path | None = None) -> bytes:
+    """The bytes at ``url``: a local mirror's file is read, anything else goes through
+    pooch (retries, and a cache keyed by the URL, whose files appear only when complete).
+    Content is checked later, on the decoded volume."""
+    if url.startswith("file://"):
+        path = Path(urllib.request.url2pathname(url[len("file://") :]))
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise EmdaError(f"{url}: download failed ({exc.strerror})") from None
+    import pooch
+
+    name = _cached_name(url)
+    store = pooch.create(path=cache or cache_dir(), base_url="", registry={name: None},
+                         urls={name: url}, retry_if_failed=RETRIES)  # fmt: skip
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise EmdaError(f"{url}: download failed ({reason})") from None
+        fetched = store.fetch(name, downloader=pooch.HTTPDownloader(timeout=60))
+    except Exception as exc:  # requests' and pooch's errors: name the URL, not a traceback
+        raise EmdaError(f"{url}: download failed ({str(exc).splitlines()[0]})") from None
+    return Path(fetched).read_bytes()
 
 
 def fetch(
@@ -160,12 +188,15 @@ def fetch(
     mirror: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    cache: Path | None = None,
 ) -> Path:
     """Download, check and write ``dataset`` under ``to/<name>``; returns that directory.
 
     ``mirror``: a URL or local directory laid out like the source, used instead of it.
     Everything is assembled in a temporary directory next to the destination and moved
-    into place only when every volume has passed its check.
+    into place only when every volume has passed its check. Downloaded slices stay in
+    ``cache`` (default :func:`cache_dir`): a fetch that failed half-way resumes there;
+    the slices of a volume that fails its check are dropped from it.
     """
     to = Path(to)
     dest = to / dataset.name
@@ -188,7 +219,7 @@ def fetch(
         for stack, urls in plan:
             slices = []
             for url in urls:
-                slices.append(decode_slice(download(url), url))
+                slices.append(decode_slice(download(url, cache), url))
                 done += 1
                 if progress:
                     progress(done, total)
@@ -199,6 +230,8 @@ def fetch(
                 volume = (volume > stack.label_threshold).astype(np.uint8)
             digest = array_sha256(volume)
             if digest != stack.sha256:
+                for url in urls:  # the next fetch downloads them again
+                    ((cache or cache_dir()) / _cached_name(url)).unlink(missing_ok=True)
                 raise EmdaError(
                     f"{dataset.name}/{stack.output}: content check failed (sha256 {digest[:12]}… "
                     f"expected {stack.sha256[:12]}…); the source changed or a download is corrupt"
