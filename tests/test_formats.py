@@ -182,3 +182,34 @@ def test_predict_reads_hdf5_block_by_block_like_tiff(tmp_path):
         assert result.exit_code == 0, result.output
         outputs.append(tifffile.imread(out))
     np.testing.assert_array_equal(*outputs)
+
+
+def test_ngff_04_output_validates_and_its_labels_follow_the_image(tmp_path):
+    pytest.importorskip("ome_zarr_models", reason="ome-zarr-models absent")
+    from ome_zarr_models.v04.image import Image
+    from ome_zarr_models.v04.image_label import ImageLabel
+    from ome_zarr_models.v04.labels import Labels
+
+    from .conftest import CROPS, adapt_on_crops
+
+    run = tmp_path / "run"
+    assert adapt_on_crops(run, target=None).exit_code == 0
+    image = tmp_path / "vnc.ome.zarr"
+    args = [str(CROPS / "vnc/raw.tif"), "-o", str(image), "--ngff", "0.4", "--pyramid", "1"]
+    result = runner.invoke(app, ["predict", str(run), *args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (image / ".zattrs").exists() and not (image / "zarr.json").exists()
+    Image.from_zarr(zarr.open_group(str(image), mode="r"))
+    assert open_volume(image).voxel_size == (50.0, 4.6, 4.6)
+    labels = f"{image}/labels/mito"  # no --ngff: the image's version
+    result = runner.invoke(app, ["instances", str(image), "-o", labels, "--quiet"])
+    assert result.exit_code == 0, result.output
+    ImageLabel.from_zarr(zarr.open_group(labels, mode="r"))
+    listed = Labels.from_zarr(zarr.open_group(f"{image}/labels", mode="r"))
+    assert listed.attributes.labels == ["mito"]
+    other = runner.invoke(app, ["instances", str(image), "-o", f"{image}/labels/b", "--ngff",
+                                "0.5", "--quiet"])  # fmt: skip
+    assert other.exit_code == 1 and "is NGFF 0.4; its labels must be too" in other.output
+    plain = runner.invoke(app, ["predict", str(run), str(CROPS / "vnc/raw.tif"), "-o",
+                                str(tmp_path / "p.tif"), "--ngff", "0.4"])  # fmt: skip
+    assert plain.exit_code == 1 and "applies to .ome.zarr outputs only" in plain.output

@@ -149,6 +149,13 @@ def setup(device: DeviceChoice, threads: int | None):
     return resolve_device(device.value)
 
 
+def check_ngff(version: str | None, *outputs: str | None) -> str | None:
+    """``--ngff`` needs an OME-Zarr output to apply to."""
+    if version is not None and not any(o and ".ome.zarr" in str(o).lower() for o in outputs):
+        raise EmdaError(f"--ngff {version}: applies to .ome.zarr outputs only")
+    return version
+
+
 def progress_bar(quiet: bool, description: str):
     """A transient progress bar (lines in a log without a terminal) and the ``(done,
     total)`` callback that advances it."""
@@ -192,6 +199,14 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace outputs that already exist.", rich_help_panel=G)
 ]
 KeyOpt = Annotated[str | None, typer.Option(help="Array inside a zarr input.")]
+NgffOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ngff",
+        help="NGFF version of .ome.zarr outputs: 0.5 (zarr v3) or 0.4 (zarr v2, for older "
+        "viewers) [default: 0.5, or the image's when writing into its labels/].",
+    ),
+]
 ChannelOpt = Annotated[
     int | None, typer.Option(help="Channel of a multichannel OME-Zarr input (from 0).")
 ]

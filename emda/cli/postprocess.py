@@ -8,10 +8,12 @@ import typer
 
 from emda.cli.common import (
     KeyOpt,
+    NgffOpt,
     OverwriteOpt,
     QuietOpt,
     ThresholdOpt,
     app,
+    check_ngff,
     console,
     progress_bar,
     user_errors,
@@ -134,6 +136,7 @@ def instances(
         bool,
         typer.Option("--resume", help="Continue an interrupted run (same input and settings)."),
     ] = False,
+    ngff: NgffOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Individual mitochondria: a label image of the prediction's connected objects.
@@ -150,7 +153,7 @@ def instances(
         done = label_instances(
             prediction, output, threshold=threshold, min_size=min_size, connect_z=connect_z,
             split=split, key=key, voxel_size=parse_voxel_size(voxel_size), overwrite=overwrite,
-            resume=resume, progress=advance,
+            resume=resume, ngff=check_ngff(ngff, output), progress=advance,
         )  # fmt: skip
     across = "across slices" if done.connect_z else "slice by slice"
     removed = f", {done.removed} under {done.min_voxels} voxels removed" if done.removed else ""

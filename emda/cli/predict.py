@@ -9,11 +9,13 @@ from emda.cli.common import (
     ConfigOpt,
     DeviceOpt,
     KeyOpt,
+    NgffOpt,
     OverwriteOpt,
     QuietOpt,
     ThreadsOpt,
     ThresholdOpt,
     app,
+    check_ngff,
     console,
     progress_bar,
     setup,
@@ -130,6 +132,7 @@ def predict(
             rich_help_panel=L,
         ),
     ] = 0,
+    ngff: NgffOpt = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -167,6 +170,7 @@ def predict(
         halo=halo,
         pyramid=pyramid,
         resample=resample,
+        ngff=check_ngff(ngff, output, mask),
     )
     bar, advance = progress_bar(quiet, "predicting blocks")
     with bar:

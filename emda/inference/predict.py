@@ -36,12 +36,12 @@ from emda.data.planes import (
 from emda.data.resample import model_zoom
 from emda.device import as_device
 from emda.errors import EmdaError
-from emda.evaluation.evaluate import check_threshold
 from emda.inference.blocks import Block, check_block_size, output_chunks, plan_blocks
 from emda.inference.dask import dask_client, require_dask, run_blocks_on_dask, worker_job
 from emda.inference.jobs import PredictJob, encode_prob, run_block
 from emda.inference.jobs import load as load_job
 from emda.inference.jobs import release as release_job
+from emda.inference.settings import PredictResult, PredictSettings, check_prediction_outputs
 from emda.inference.sliding_window import BlendMode, SlidingWindowPredictor
 from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.io.volume import Volume, VoxelSize, open_volume, split_address
@@ -59,41 +59,6 @@ STACK_CHUNK = 256  # (y, x) chunk edge of a plane stack: averaging reads it acro
 COMBINE_DEPTH = 32  # slices averaged at a time: memory is this x one output chunk per stack
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class PredictSettings:
-    """How a volume is predicted: the options of ``emda predict`` that shape its output."""
-
-    threshold: float = 0.5  # for the mask
-    prob_dtype: str = "uint8"  # uint8 stores round(255 p)
-    tile_size: int = 256
-    overlap: float = 0.25
-    batch_size: int = 8  # tiles per forward pass
-    blend: str = BlendMode.gaussian.value
-    normalize: str = NormalizeMode.volume.value
-    tta: bool = False  # average the 8 flips/rotations of each tile
-    planes: str = Planes.auto.value
-    block_size: int = 2048
-    halo: int | None = None  # context read around a block; None: half a tile
-    pyramid: int = 0  # levels below an .ome.zarr output
-    #: resample tiles to the model's pixel size when the volume's differs (> 10 %)
-    resample: bool = True
-
-    @property
-    def block_halo(self) -> int:
-        return self.tile_size // 2 if self.halo is None else self.halo
-
-
-@dataclass(frozen=True)
-class PredictResult:
-    input: str
-    shape: tuple[int, int, int]
-    planes: list[str]
-    seconds: float
-    voxels_per_second: float
-    intensity_range: tuple[float, float]
-    blocks: int
 
 
 @dataclass
@@ -120,19 +85,6 @@ class _Plan:
     @property
     def every_writer(self) -> list[VolumeWriter]:
         return [*self.writers.values(), *self.stack_writers.values()]
-
-
-def check_prediction_outputs(
-    output: str | None, mask: str | None, threshold: float, prob_dtype: str
-) -> None:
-    """The options of a command that writes probabilities and/or a mask (predict, ensemble)."""
-    if output is None and mask is None:
-        raise EmdaError("nothing to write: give --output (probabilities) and/or --mask")
-    check_threshold(threshold)
-    if prob_dtype not in ("uint8", "float32"):
-        raise EmdaError(f"--prob-dtype {prob_dtype}: must be uint8 or float32")
-    if output and mask and Path(output).resolve() == Path(mask).resolve():
-        raise EmdaError("--output and --mask must be different paths")
 
 
 def predict(
@@ -284,6 +236,7 @@ def _open_writers(plan: _Plan, output, mask, s: PredictSettings, overwrite, resu
                     path, volume.shape, dtype, volume.voxel_size, overwrite, chunks,
                     attrs={"emda_kind": "probability" if kind == "prob" else "mask"},
                     job={**fingerprint, **extra}, resume=resume, pyramid=s.pyramid,
+                    ngff=s.ngff if ".ome.zarr" in str(path).lower() else None,
                 )  # fmt: skip
         if len(plan.stacks) > 1:
             # each plane stack's probabilities (float32, in its own axis order) until averaged

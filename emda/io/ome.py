@@ -1,9 +1,13 @@
-"""OME-Zarr (NGFF 0.5) output: multiscale metadata and the downsampled levels.
+"""OME-Zarr output: multiscale metadata and the downsampled levels.
 
 Level ``k`` halves level ``k - 1`` in y and x (not z: EM sections are already thick) and
 is written block by block, so memory holds a few chunks, not a level. Probabilities are
 averaged over 2 x 2 pixels; masks keep every other pixel (a mask stays a mask).
-Spec: https://ngff.openmicroscopy.org/0.5/
+
+NGFF 0.5 (zarr v3, metadata under ``ome``) is the default; NGFF 0.4 (zarr v2, metadata
+at the top of ``.zattrs``, "/" chunk keys) is written for viewers that read no other,
+and for labels added to an image that is 0.4 itself.
+Specs: https://ngff.openmicroscopy.org/0.5/ and https://ngff.openmicroscopy.org/0.4/
 """
 
 from __future__ import annotations
@@ -13,12 +17,51 @@ from pathlib import Path
 import numpy as np
 
 NGFF_VERSION = "0.5"
+NGFF_VERSIONS = ("0.4", "0.5")
+ZARR_FORMAT = {"0.4": 2, "0.5": 3}
+
+
+def zarr_format(version: str) -> int:
+    return ZARR_FORMAT[version]
+
+
+def array_options(version: str) -> dict:
+    """zarr.create_array arguments for an array of an NGFF ``version`` image."""
+    if version == "0.4":
+        return {"zarr_format": 2, "chunk_key_encoding": {"name": "v2", "separator": "/"}}
+    return {"zarr_format": 3, "dimension_names": ["z", "y", "x"]}
+
+
+def group_version(path: Path) -> str | None:
+    """The NGFF version of the OME-Zarr group at ``path`` (None if there is none)."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # no group there, or not zarr
+        return None
+    if "ome" in attrs:
+        return str(attrs["ome"].get("version", NGFF_VERSION))
+    for entry in attrs.get("multiscales", []):
+        return str(entry.get("version", "0.4"))
+    return "0.4" if "labels" in attrs else None
+
+
+def with_metadata(attrs: dict, ome: dict, version: str) -> dict:
+    """Group attributes holding the NGFF metadata ``ome`` as ``version`` lays it out."""
+    if version == "0.5":
+        return {**attrs, "ome": {"version": version, **ome}}
+    multiscales = [{"version": version, **m} for m in ome.get("multiscales", [])]
+    rest = {k: ({"version": version, **v} if isinstance(v, dict) else v)
+            for k, v in ome.items() if k != "multiscales"}  # fmt: skip
+    return {**attrs, **({"multiscales": multiscales} if multiscales else {}), **rest}
 
 
 def multiscales_metadata(
     levels: int, voxel_size: tuple[float, float, float] | None, name: str
 ) -> dict:
-    """The ``ome`` attribute of a z, y, x image with ``levels`` downsampled levels."""
+    """The NGFF metadata of a z, y, x image with ``levels`` downsampled levels, without
+    its version (:func:`with_metadata` places both as the version asks)."""
     unit = {"unit": "nanometer"} if voxel_size is not None else {}
     axes = [{"name": a, "type": "space", **unit} for a in ("z", "y", "x")]
     vz, vy, vx = voxel_size if voxel_size is not None else (1.0, 1.0, 1.0)
@@ -29,10 +72,7 @@ def multiscales_metadata(
         }
         for k in range(levels + 1)
     ]
-    return {
-        "version": NGFF_VERSION,
-        "multiscales": [{"name": name, "axes": axes, "datasets": datasets}],
-    }
+    return {"multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
 
 
 def downsample(block: np.ndarray, average: bool) -> np.ndarray:
@@ -54,6 +94,7 @@ def write_multiscale_group(
     attrs: dict,
     name: str,
     label_of_image: bool = False,
+    version: str = NGFF_VERSION,
 ) -> None:
     """Turn ``root`` (holding the full-resolution array ``0``) into an OME-Zarr image
     group: write levels 1..``levels`` and the group's metadata (``attrs`` beside ``ome``).
@@ -74,8 +115,7 @@ def write_multiscale_group(
             shape=shape,
             chunks=chunks,
             dtype=previous.dtype,
-            zarr_format=3,
-            dimension_names=["z", "y", "x"],
+            **array_options(version),
         )
         for z in range(nz):
             for y0 in range(0, shape[1], chunks[1]):
@@ -86,18 +126,21 @@ def write_multiscale_group(
         previous = level
     ome = multiscales_metadata(levels, voxel_size, name)
     if labels:
-        source = {"source": {"image": "../../"}} if label_of_image else {}
-        ome["image-label"] = {"version": NGFF_VERSION, **source}
-    group = zarr.open_group(str(root), mode="a", zarr_format=3)
-    group.attrs.put({**attrs, "ome": ome})
+        ome["image-label"] = {"source": {"image": "../../"}} if label_of_image else {}
+    group = zarr.open_group(str(root), mode="a", zarr_format=zarr_format(version))
+    group.attrs.put(with_metadata(attrs, ome, version))
 
 
-def list_label(labels_group: Path, name: str) -> None:
+def list_label(labels_group: Path, name: str, version: str = NGFF_VERSION) -> None:
     """Add ``name`` to the ``labels`` list of an OME-Zarr image's ``labels/`` group."""
     import zarr
 
-    group = zarr.open_group(str(labels_group), mode="a", zarr_format=3)
-    ome = dict(group.attrs.get("ome", {}))
-    listed = [n for n in ome.get("labels", []) if n != name]
-    group.attrs.put({**dict(group.attrs), "ome": {**ome, "version": NGFF_VERSION,
-                                                  "labels": [*listed, name]}})  # fmt: skip
+    group = zarr.open_group(str(labels_group), mode="a", zarr_format=zarr_format(version))
+    attrs = dict(group.attrs)
+    listed = attrs.get("ome", attrs).get("labels", [])
+    names = [*(n for n in listed if n != name), name]
+    if version == "0.5":
+        group.attrs.put({**attrs, "ome": {**attrs.get("ome", {}), "version": version,
+                                          "labels": names}})  # fmt: skip
+    else:
+        group.attrs.put({**attrs, "labels": names})

@@ -55,6 +55,7 @@ class VolumeWriter:
         job: dict | None = None,
         resume: bool = False,
         pyramid: int = 0,
+        ngff: str | None = None,
     ) -> None:
         check_output(path, overwrite)
         # one writer per output: held from before the partial array is looked at until
@@ -63,13 +64,13 @@ class VolumeWriter:
         self._lock.enter_context(output_lock(path))
         try:
             self._open(path, shape, dtype, voxel_size, overwrite, chunks, attrs, job, resume,
-                       pyramid)  # fmt: skip
+                       pyramid, ngff)  # fmt: skip
         except BaseException:
             self._release()
             raise
 
     def _open(self, path, shape, dtype, voxel_size, overwrite, chunks, attrs, job, resume,
-              pyramid) -> None:  # fmt: skip
+              pyramid, ngff) -> None:  # fmt: skip
         check_output(path, overwrite)  # again, now that no one else writes it
         self.path = Path(path)
         self.store, self.key = split_address(path)
@@ -87,6 +88,7 @@ class VolumeWriter:
         self.label_name = self.key.split("/")[1] if in_ome and under_labels else None
         self.ome = in_ome and (not self.key or self.label_name is not None)
         self.pyramid = pyramid
+        self.ngff = self._ngff_version(ngff)
         if pyramid and not self.ome:
             raise EmdaError(f"--pyramid {pyramid}: needs an .ome.zarr output, not {path}")
         if self.tiff:
@@ -119,6 +121,19 @@ class VolumeWriter:
             _remove(self.partial)
         self._array = self._create_partial(chunks)
 
+    def _ngff_version(self, asked: str | None) -> str:
+        """The NGFF version asked for; labels of an existing image follow the image's."""
+        from emda.io.ome import NGFF_VERSION, NGFF_VERSIONS, group_version
+
+        if asked is not None and asked not in NGFF_VERSIONS:
+            raise EmdaError(f"--ngff {asked}: not one of {', '.join(NGFF_VERSIONS)}")
+        if asked is not None and not (self.ome or self.label_name):
+            raise EmdaError(f"--ngff {asked}: needs an .ome.zarr output, not {self.path}")
+        image = group_version(self.store) if self.label_name is not None else None
+        if image is not None and asked is not None and image != asked:
+            raise EmdaError(f"--ngff {asked}: {self.store} is NGFF {image}; its labels must be too")
+        return image or asked or NGFF_VERSION
+
     def _job_difference(self) -> str | None:
         """What differs between this job and the partial output's, or None."""
         try:
@@ -141,13 +156,15 @@ class VolumeWriter:
     def _create_partial(self, chunks):
         import zarr
 
-        fmt = 3
+        from emda.io.ome import array_options
+
+        fmt = 2 if self.ome and self.ngff == "0.4" else 3
         if self.key:  # keep the format of the group the output goes into
             parent = self._final.parent
             if parent.exists() and (parent / ".zgroup").exists():
                 fmt = 2
             elif not parent.exists() or not (parent / "zarr.json").exists():
-                zarr.open_group(str(parent), mode="a", zarr_format=3)
+                zarr.open_group(str(parent), mode="a", zarr_format=fmt)
         _, y, x = self.shape
         chunks = chunks or (1, min(y, 1024), min(x, 1024))
         attrs = {**self.attrs, COMPLETE_ATTR: False, JOB_ATTR: self.job, "shape": self.shape}
@@ -158,9 +175,8 @@ class VolumeWriter:
             shape=self.shape,
             chunks=chunks,
             dtype=self.dtype,
-            zarr_format=fmt,
             attributes=attrs,
-            **({"dimension_names": ["z", "y", "x"]} if fmt == 3 else {}),
+            **array_options("0.4" if fmt == 2 else "0.5"),
         )
 
     def _read_done(self) -> set[str]:
@@ -227,14 +243,15 @@ class VolumeWriter:
             tmp.mkdir()
             os.replace(self.partial, tmp / "0")
             write_multiscale_group(tmp, self.pyramid, self.voxel_size, attrs, self._final.name,
-                                   label_of_image=self.label_name is not None)  # fmt: skip
+                                   label_of_image=self.label_name is not None,
+                                   version=self.ngff)  # fmt: skip
             if self._final.exists():
                 _remove(self._final)
             os.replace(tmp, self._final)
             if self.label_name is not None:
                 from emda.io.ome import list_label
 
-                list_label(self._final.parent, self.label_name)
+                list_label(self._final.parent, self.label_name, self.ngff)
         finally:
             if tmp.exists():
                 _remove(tmp)

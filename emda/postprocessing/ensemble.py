@@ -19,7 +19,7 @@ import numpy as np
 from emda.errors import EmdaError
 from emda.evaluation.evaluate import prediction_kind
 from emda.inference.jobs import encode_prob
-from emda.inference.predict import check_prediction_outputs
+from emda.inference.settings import check_prediction_outputs
 from emda.io.volume import Volume, open_volume
 from emda.io.writer import all_or_nothing
 from emda.safety.paths import check_output, refuse_writing_inputs

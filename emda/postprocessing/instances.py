@@ -98,6 +98,7 @@ def label_instances(
     voxel_size: VoxelSize | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    ngff: str | None = None,
     progress=None,
 ) -> InstanceSummary:
     """Write the individual objects of ``prediction`` (probabilities at ``threshold``, or
@@ -106,7 +107,7 @@ def label_instances(
     chooses from the voxel size (module docstring); ``split`` separates touching objects
     (:mod:`emda.postprocessing.split`). An interrupted run keeps its work beside the
     output (:func:`state_dir`); ``resume`` continues it when the input and settings are
-    the same."""
+    the same. ``ngff``: the NGFF version of an .ome.zarr output."""
     check_threshold(threshold)
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
@@ -135,7 +136,7 @@ def label_instances(
                 progress=progress, state=state,
             )  # fmt: skip
             count = _write(output, volume, components, read_labels, job, overwrite, resume,
-                           split, state, progress)  # fmt: skip
+                           split, state, progress, ngff)  # fmt: skip
         except BaseException:
             if not any((state / "blocks").glob("*.npz")):  # nothing worth resuming
                 shutil.rmtree(state, ignore_errors=True)
@@ -175,14 +176,14 @@ def _open_state(output: str, job: dict, overwrite: bool, resume: bool) -> Path:
 
 
 def _write(output, volume, components, read_labels, job, overwrite, resume, split, state,
-           progress) -> int:  # fmt: skip
+           progress, ngff=None) -> int:  # fmt: skip
     """Second pass: final labels block by block, then the split; returns the count."""
     blocks = plan_blocks(volume.shape, BLOCK_DEPTH, BLOCK_SIZE)
     attrs = {"emda_kind": "labels", "emda_instances": {
         "input": job["input"], "threshold": job["threshold"], "min_voxels": job["min_voxels"],
         "connect_z": job["connect_z"], "count": components.count}}  # fmt: skip
     writer = VolumeWriter(output, volume.shape, components.lookup.dtype, volume.voxel_size,
-                          overwrite, attrs=attrs, job=job, resume=resume)  # fmt: skip
+                          overwrite, attrs=attrs, job=job, resume=resume, ngff=ngff)  # fmt: skip
     try:
         for done, block in enumerate(blocks, 1):
             if str(done) not in writer.done:
