@@ -1,8 +1,7 @@
 """Build the pretrained source models that ship with emda (``emda models``).
 
     python benchmarks/pretrained.py train     # FT on each public volume (cpu profile)
-    python benchmarks/pretrained.py score     # in-domain and cross-domain IoU
-    python benchmarks/pretrained.py package   # float16 weights + model card into emda/
+    python benchmarks/pretrained.py package   # float16 weights, scores, model cards
 
 Each model is ``emda adapt --method ft`` on one public labelled volume with the paper
 table's cpu profile (1500 iterations of 8 x 128^2, base 16, seed 0), so a shipped model
@@ -13,8 +12,9 @@ is exactly a row of that table's FT column:
 - ``vnc``: Drosophila VNC ssTEM z 0-12; scored in-domain on z 13-19 and, with target
   batch norm, on the EPFL test volume.
 
-``package`` stores the weights in float16 (half the size) and checks that the stored
-model scores within 0.1 IoU of the float32 one on the in-domain test slices.
+``package`` stores the weights in float16 (half the size), scores the stored models (the
+cards' numbers are theirs) and checks that each is within 0.1 IoU of its float32
+original on the in-domain test slices.
 Results: ``benchmarks/results/pretrained.json``; model cards: ``emda/pretrained/``.
 """
 
@@ -87,22 +87,21 @@ def _score(run: Path, raw, labels, z, tag: str) -> dict:
     return {k: round(float(scores[k]), 4) for k in ("iou", "precision", "recall")}
 
 
-def score(models: dict[str, Path] | None = None) -> dict:
-    results = {}
-    for name, model in MODELS.items():
-        run = (models or {}).get(name, WORK / name)
-        raw, labels, z = model["in_domain"]
-        here, there = model["scored_on"]
-        found = {"in_domain": {**_score(run, raw, labels, z, f"{name}_in"), "on": here}}
+def score(run: Path, name: str, cross: bool = True) -> dict:
+    """In-domain IoU of ``run``, and with target batch norm on the other volume."""
+    model = MODELS[name]
+    raw, labels, z = model["in_domain"]
+    here, there = model["scored_on"]
+    tag = run.name
+    found = {"in_domain": {**_score(run, raw, labels, z, f"{tag}_in"), "on": here}}
+    if cross:
         raw, labels, z, target_z = model["cross_domain"]
-        bn = WORK / f"{name}_target_bn"
-        emda("recalibrate", str(run), "--target", str(raw),
-             *(["--target-z", target_z] if target_z else []), "--out", str(bn),
-             "--overwrite", "--quiet")  # fmt: skip
-        found["cross_domain_target_bn"] = {**_score(bn, raw, labels, z, f"{name}_cross"),
+        bn = WORK / f"{tag}_target_bn"
+        zs = ["--target-z", target_z] if target_z else []
+        emda("recalibrate", str(run), "--target", str(raw), *zs, "--out", str(bn), "--overwrite")
+        found["cross_domain_target_bn"] = {**_score(bn, raw, labels, z, f"{tag}_cross"),
                                            "on": there}  # fmt: skip
-        results[name] = found
-    return results
+    return found
 
 
 def package() -> None:
@@ -111,49 +110,36 @@ def package() -> None:
     from emda.model.checkpoint import load_raw
 
     SHIPPED.mkdir(exist_ok=True)
-    record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    half: dict[str, Path] = {}
-    for name in MODELS:
+    record = {"command": "python benchmarks/pretrained.py train && ... package"}
+    for name, model in MODELS.items():
         data = load_raw(WORK / name)
         data["state_dict"] = {k: v.half() if v.is_floating_point() else v
                               for k, v in data["state_dict"].items()}  # fmt: skip
         data["heads"] = {}  # training-only heads are not shipped
-        out = WORK / f"{name}_half" / "checkpoint.pt"
-        out.parent.mkdir(exist_ok=True)
-        torch.save(data, out)
-        half[name] = out.parent
-    stored = score(half)
-    for name, model in MODELS.items():
-        full = record[name]["float32"]
-        gap = abs(stored[name]["in_domain"]["iou"] - full["in_domain"]["iou"])
+        half = WORK / f"{name}_half"
+        half.mkdir(exist_ok=True)
+        torch.save(data, half / "checkpoint.pt")
+        stored = score(half, name)
+        full = score(WORK / name, name, cross=False)
+        gap = abs(stored["in_domain"]["iou"] - full["in_domain"]["iou"])
+        record[name] = {"float16": stored, "float32": full}
         if gap > 0.001:
             sys.exit(f"{name}: float16 weights score {gap:.4f} IoU from float32; not shipped")
-        (SHIPPED / f"{name}.pt").write_bytes((half[name] / "checkpoint.pt").read_bytes())
-        record[name]["float16"] = stored[name]
+        (SHIPPED / f"{name}.pt").write_bytes((half / "checkpoint.pt").read_bytes())
         card = {"name": name, "training_data": model["description"], "licence": model["licence"],
-                "method": "ft", "recipe": "python benchmarks/pretrained.py train (seed 0)",
+                "method": "ft", "built_by": "python benchmarks/pretrained.py train (seed 0)",
                 "train_seconds": float((WORK / name / "train_seconds.txt").read_text()),
-                "scores": stored[name]}  # fmt: skip
+                "scores": stored}  # fmt: skip
         (SHIPPED / f"{name}.json").write_text(json.dumps(card, indent=1) + "\n")
     RESULTS.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("train", "score", "package"))
+    parser.add_argument("step", choices=("train", "package"))
     step = parser.parse_args().step
     WORK.mkdir(parents=True, exist_ok=True)
-    if step == "train":
-        train()
-    elif step == "score":
-        results = score()
-        record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        for name, found in results.items():
-            record.setdefault(name, {})["float32"] = found
-        record["command"] = "python benchmarks/pretrained.py score"
-        RESULTS.write_text(json.dumps(record, indent=1) + "\n")
-    else:
-        package()
+    train() if step == "train" else package()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,20 @@ def test_nothing_predicted_nothing_true():
     assert s["f1_50"] == 1 and s["ap75"] == 1
 
 
+def _evaluate_instances(tmp_path, pred: np.ndarray, truth: np.ndarray) -> dict:
+    """``emda evaluate --instances --json`` of two arrays; the scores of the prediction."""
+    import json
+
+    for name, data in (("t.tif", truth), ("p.tif", pred)):
+        tifffile.imwrite(tmp_path / name, data, photometric="minisblack")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), "--labels",
+                                 str(tmp_path / "t.tif"), "--instances", "--json",
+                                 str(tmp_path / "e.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (scores,) = json.loads((tmp_path / "e.json").read_text())
+    return scores
+
+
 def test_evaluate_instances_end_to_end(tmp_path):
     truth = np.zeros((3, 40, 40), np.uint16)
     truth[:, 2:10, 2:10] = 1  # matched exactly
@@ -49,15 +63,7 @@ def test_evaluate_instances_end_to_end(tmp_path):
     pred[:, 2:10, 2:10] = 0.9
     pred[:, 20:30, 20:25] = 0.8
     pred[:, 2:6, 30:36] = 0.7  # a false positive
-    for name, data in (("t.tif", truth), ("p.tif", pred)):
-        tifffile.imwrite(tmp_path / name, data, photometric="minisblack")
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), "--labels",
-                                 str(tmp_path / "t.tif"), "--instances", "--json",
-                                 str(tmp_path / "e.json")])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    import json
-
-    (scores,) = json.loads((tmp_path / "e.json").read_text())
+    scores = _evaluate_instances(tmp_path, pred, truth)
     found = scores["instances"]
     assert (found["predicted"], found["true"], found["truth_objects"]) == (3, 3, "labels")
     assert found["f1_50"] == pytest.approx(2 * 1 / 6)
@@ -71,15 +77,7 @@ def test_label_images_with_huge_ids_score_as_renumbered_ones(tmp_path):
     pred = np.zeros((3, 40, 40), np.uint64)
     pred[:, 2:10, 2:10] = 7
     pred[:, 20:30, 20:28] = 2**50  # IoU 0.8
-    for name, data in (("t.tif", truth), ("p.tif", pred)):
-        tifffile.imwrite(tmp_path / name, data, photometric="minisblack")
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), "--labels",
-                                 str(tmp_path / "t.tif"), "--instances", "--json",
-                                 str(tmp_path / "e.json")])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    import json
-
-    (scores,) = json.loads((tmp_path / "e.json").read_text())
+    scores = _evaluate_instances(tmp_path, pred, truth)
     found = scores["instances"]
     assert (found["predicted"], found["true"]) == (2, 2)
     assert found["f1_50"] == found["f1_75"] == 1.0
