@@ -213,3 +213,34 @@ def test_ngff_04_output_validates_and_its_labels_follow_the_image(tmp_path):
     plain = runner.invoke(app, ["predict", str(run), str(CROPS / "vnc/raw.tif"), "-o",
                                 str(tmp_path / "p.tif"), "--ngff", "0.4"])  # fmt: skip
     assert plain.exit_code == 1 and "applies to .ome.zarr outputs only" in plain.output
+
+
+def test_predict_several_volumes_names_each_output(tmp_path):
+    import shutil
+
+    from .conftest import CROPS, adapt_on_crops
+
+    run = tmp_path / "run"
+    assert adapt_on_crops(run, target=None).exit_code == 0
+    inputs = [tmp_path / "cell1.tif", tmp_path / "cell2.tif"]
+    for source, copy in zip(("vnc", "epfl_test"), inputs):
+        shutil.copy(CROPS / source / "raw.tif", copy)
+    inputs = [str(i) for i in inputs]
+    (tmp_path / "pred").mkdir()
+    out, mask = str(tmp_path / "pred/{name}.zarr"), str(tmp_path / "pred/{name}_mask.tif")
+    missing = runner.invoke(app, ["predict", str(run), *inputs, "-o", str(tmp_path / "p.zarr")])
+    assert missing.exit_code == 1 and "put {name} in it" in missing.output
+    clash = runner.invoke(app, ["predict", str(run), inputs[0], inputs[0], "-o", out])
+    assert clash.exit_code == 1 and "would write the same outputs" in clash.output
+    result = runner.invoke(app, ["predict", str(run), *inputs, "-o", out, "--mask", mask,
+                                 "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert written == ["cell1.zarr", "cell1_mask.tif", "cell2.zarr", "cell2_mask.tif"]
+    single = tmp_path / "single.zarr"
+    assert runner.invoke(app, ["predict", str(run), inputs[1], "-o", str(single),
+                               "--quiet"]).exit_code == 0  # fmt: skip
+    np.testing.assert_array_equal(open_volume(single).read(),
+                                  open_volume(tmp_path / "pred/cell2.zarr").read())  # fmt: skip
+    again = runner.invoke(app, ["predict", str(run), *inputs, "-o", out])
+    assert again.exit_code == 1 and "already exists" in again.output  # before any work

@@ -1,5 +1,6 @@
 """``emda predict``: segment a volume of any size with a trained run."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +25,7 @@ from emda.cli.common import (
 from emda.data.normalization import NormalizeMode
 from emda.data.planes import Planes
 from emda.device import DeviceChoice
+from emda.errors import EmdaError
 from emda.inference.jobs import ProbDtype
 from emda.inference.sliding_window import BlendMode
 
@@ -36,7 +38,14 @@ ProbDtypeOpt = Annotated[ProbDtype, typer.Option(help="uint8 stores round(255 p)
 @user_errors
 def predict(
     run: Annotated[str, typer.Argument(help="Run directory or checkpoint.pt.")],
-    input: Annotated[str, typer.Argument(help="Volume to segment (TIFF or zarr).")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Volume(s) to segment (TIFF, zarr, HDF5, MRC); with several, --output and "
+            "--mask name each output with {name}, the input's file name.",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         str | None,
         typer.Option(
@@ -150,7 +159,7 @@ def predict(
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Segment a volume of any size with a trained run, in one process or on Dask."""
+    """Segment volumes of any size with a trained run, in one process or on Dask."""
     from emda import api
     from emda.inference.predict import PredictSettings
     from emda.io.volume import parse_voxel_size
@@ -172,16 +181,58 @@ def predict(
         resample=resample,
         ngff=check_ngff(ngff, output, mask),
     )
-    bar, advance = progress_bar(quiet, "predicting blocks")
-    with bar:
-        result = api.predict(
-            run, input, output, mask, settings=settings, key=key, channel=channel,
-            voxel_size=parse_voxel_size(voxel_size), device=dev, overwrite=overwrite,
-            resume=resume, progress=advance, scheduler=scheduler, workers=workers,
-            threads=threads,
-        )  # fmt: skip
-    written = ", ".join(p for p in (output, mask) if p)
-    console.print(
-        f"wrote {written} ({'+'.join(result.planes)} planes, {result.seconds:.1f} s, "
-        f"{result.voxels_per_second / 1e6:.2f} Mvoxel/s)"
-    )
+    jobs = batch_outputs(inputs, output, mask, overwrite or resume)
+    for input, (out, out_mask) in jobs.items():
+        bar, advance = progress_bar(quiet, f"predicting {Path(input).name}" if len(jobs) > 1
+                                    else "predicting blocks")  # fmt: skip
+        with bar:
+            result = api.predict(
+                run, input, out, out_mask, settings=settings, key=key, channel=channel,
+                voxel_size=parse_voxel_size(voxel_size), device=dev, overwrite=overwrite,
+                resume=resume, progress=advance, scheduler=scheduler, workers=workers,
+                threads=threads,
+            )  # fmt: skip
+        written = ", ".join(p for p in (out, out_mask) if p)
+        console.print(
+            f"wrote {written} ({'+'.join(result.planes)} planes, {result.seconds:.1f} s, "
+            f"{result.voxels_per_second / 1e6:.2f} Mvoxel/s)"
+        )
+
+
+def batch_outputs(inputs: list[str], output: str | None, mask: str | None,
+                  replacing: bool) -> dict[str, tuple[str | None, str | None]]:  # fmt: skip
+    """The outputs of each input: ``{name}`` in --output/--mask becomes the input's file
+    name. Checked for every input before the first is predicted, so a batch does not stop
+    at its third volume over a name clash."""
+    from emda.safety.paths import check_output, refuse_writing_inputs
+
+    several = len(inputs) > 1
+    for option, template in (("--output", output), ("--mask", mask)):
+        if several and template and "{name}" not in template:
+            raise EmdaError(f"{option} {template}: with {len(inputs)} inputs, put {{name}} in "
+                            "it (e.g. pred/{name}.ome.zarr)")  # fmt: skip
+    jobs: dict[str, tuple[str | None, str | None]] = {}
+    for input in inputs:
+        name = input_name(input)
+        outs = tuple(t.replace("{name}", name) if t else None for t in (output, mask))
+        if input in jobs or outs in jobs.values():
+            raise EmdaError(f"{input}: two inputs would write the same outputs ({name})")
+        for option, path in zip(("--output", "--mask"), outs):
+            if path is not None and several:
+                check_output(path, replacing, option)
+        jobs[input] = outs  # type: ignore[assignment]
+    for out, out_mask in jobs.values() if several else ():  # one input: predict checks
+        refuse_writing_inputs({"--output": out, "--mask": out_mask}, list(jobs))
+    return jobs
+
+
+def input_name(address: str) -> str:
+    """``data/cell1.ome.zarr/raw`` -> ``cell1``: the file name without its suffixes."""
+    from emda.io.volume import split_address
+
+    name = split_address(address)[0].name
+    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".hdf5", ".h5",
+                   ".hdf", ".mrc", ".rec", ".st", ".ali", ".map"):  # fmt: skip
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
