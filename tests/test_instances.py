@@ -187,3 +187,20 @@ def test_napari_reads_the_labels_as_a_labels_layer(tmp_path):
         assert list(meta["scale"]) == [50.0, 4.6, 4.6]
         assert tuple(data[0].shape) == raw.shape
     assert len(kinds["image"][0]) == 2  # the pyramid's two levels
+
+
+def test_a_mask_in_an_images_labels_group_is_an_image_label(tmp_path):
+    """``predict -o img.ome.zarr --mask img.ome.zarr/labels/mask``: viewers show the mask
+    as labels over the probabilities."""
+    models = pytest.importorskip("ome_zarr_models.v05.image_label", reason="ome-zarr-models absent")
+    from .conftest import adapt_on_crops
+
+    run = tmp_path / "run"
+    assert adapt_on_crops(run, target=None).exit_code == 0
+    image = tmp_path / "img.ome.zarr"
+    outputs = ["-o", str(image), "--mask", f"{image}/labels/mask", "--quiet"]
+    result = runner.invoke(app, ["predict", str(run), str(CROPS / "vnc/raw.tif"), *outputs])
+    assert result.exit_code == 0, result.output
+    models.ImageLabel.from_zarr(zarr.open_group(f"{image}/labels/mask", mode="r"))
+    listed = zarr.open_group(f"{image}/labels", mode="r").attrs["ome"]["labels"]
+    assert listed == ["mask"]

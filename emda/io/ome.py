@@ -102,7 +102,7 @@ def write_multiscale_group(
     as labels; ``label_of_image``: it lies in an image's ``labels/`` group."""
     import zarr
 
-    labels = attrs.get("emda_kind") == "labels"
+    labels = attrs.get("emda_kind") in ("labels", "mask")  # viewers show both as labels
     average = attrs.get("emda_kind") not in ("mask", "labels")  # ids and masks: subsample
     previous = zarr.open_array(str(root / "0"), mode="r")
     for k in range(1, levels + 1):
