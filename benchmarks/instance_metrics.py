@@ -7,11 +7,10 @@ For every prediction the harness kept in ``benchmarks/work/<profile>/<key>/`` (a
 same test slices and threshold, and record object F1 / AP / PQ beside the pixel IoU in
 ``benchmarks/results/instances.json`` (rows keyed by work key and prediction; a rerun
 replaces them). Predicted objects: the 3D connected components of the prediction at 0.5,
-no splitting, scored twice: as they are, and without the objects smaller than the
-source's small objects (``--min-size``: the 1st percentile of the volumes of the
-source labels' objects that do not touch the volume's border; label-free for the
-target, like ``emda clean --sizes-from``). True objects: the connected components of
-the label mask, as `emda evaluate` states in each row.
+no splitting, scored twice: as they are, and with ``emda instances``' default minimum
+size (a tenth of the median volume of the source labels' objects on the slices trained
+on, :mod:`emda.analysis.source_objects`; label-free for the target). True objects: the
+connected components of the label mask, as `emda evaluate` states in each row.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "instances.json"
@@ -38,25 +35,20 @@ def trained_with(log: Path) -> str:
     return "unknown"
 
 
-MIN_SIZE_PERCENTILE = 1.0  # of the source objects' volumes, as emda clean does in 2D
-
-
 def source_min_size(command: str) -> float | None:
-    """The 1st percentile of the volumes (nm^3) of the source labels' inner objects."""
+    """The minimum size ``emda instances`` takes from the source of a training command."""
     args = shlex.split(command)
     if "--source-labels" not in args:
         return None
-    labels = args[args.index("--source-labels") + 1]
-    from emda.analysis.measure import measure_labels
-    from emda.io.volume import open_volume
+    from emda.analysis.source_objects import default_min_size, source_objects
+    from emda.evaluation.evaluate import parse_z_range
+    from emda.io.volume import open_volume, read_labels
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "objects.zarr"
-        subprocess.run([sys.executable, "-m", "emda", "instances", labels, "-o", str(out),
-                        "--quiet"], check=True, capture_output=True)  # fmt: skip
-        rows, _ = measure_labels(open_volume(out))
-    inner = rows["volume_nm3"][~rows["touches_border"]]
-    return float(np.percentile(inner, MIN_SIZE_PERCENTILE)) if len(inner) else None
+    raw = open_volume(args[args.index("--source") + 1])
+    labels = read_labels(args[args.index("--source-labels") + 1])
+    z = args[args.index("--source-z") + 1] if "--source-z" in args else None
+    start, stop = parse_z_range(z, raw.shape[0])
+    return default_min_size(source_objects([(raw, labels, list(range(start, stop)))]))
 
 
 def evaluate(prob: Path, scored: dict, *extra: str) -> dict:
@@ -86,7 +78,7 @@ def main() -> None:
         smallest = source_min_size(command)
         variants = {"": ()}
         if smallest is not None:
-            variants[f" min-size {smallest:.3g}"] = ("--min-size", f"{smallest:.6g}")
+            variants[f" default min-size {smallest:.3g}"] = ("--min-size", f"{smallest:.6g}")
         for name, extra in variants.items():
             row = evaluate(prob, scored, *extra)
             row["trained_with"] = command

@@ -117,7 +117,11 @@ def instances(
     ],
     threshold: ThresholdOpt = 0.5,
     min_size: Annotated[
-        float | None, typer.Option(help="Remove objects smaller than this, in nm^3.")
+        float | None,
+        typer.Option(
+            help="Remove objects smaller than this, in nm^3 [default: a tenth of the median "
+            "object of the source that trained the model, when recorded]."
+        ),
     ] = None,
     connect_z: Annotated[
         bool | None,
@@ -137,6 +141,16 @@ def instances(
         typer.Option("--resume", help="Continue an interrupted run (same input and settings)."),
     ] = False,
     ngff: NgffOpt = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="The run that made the prediction: its source's objects set the "
+            "minimum size when the prediction does not record them (TIFF)."
+        ),
+    ] = None,
+    all_objects: Annotated[
+        bool, typer.Option("--all-objects", help="Keep every object, specks too.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Individual mitochondria: a label image of the prediction's connected objects.
@@ -153,14 +167,15 @@ def instances(
         done = label_instances(
             prediction, output, threshold=threshold, min_size=min_size, connect_z=connect_z,
             split=split, key=key, voxel_size=parse_voxel_size(voxel_size), overwrite=overwrite,
-            resume=resume, ngff=check_ngff(ngff, output), progress=advance,
+            resume=resume, ngff=check_ngff(ngff, output), run=run, all_objects=all_objects,
+            progress=advance,
         )  # fmt: skip
     across = "across slices" if done.connect_z else "slice by slice"
     removed = f", {done.removed} under {done.min_voxels} voxels removed" if done.removed else ""
     removed += f", {done.split} more from splitting" if done.split else ""
     console.print(
         f"wrote {output}: {done.count} objects ({across}{removed}), {done.dtype}, "
-        f"{done.seconds:.1f} s"
+        f"{done.seconds:.1f} s; minimum size: {done.min_size_from}"
     )
 
 

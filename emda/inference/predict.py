@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emda.analysis.source_objects import recorded
 from emda.data.normalization import IntensityRange, NormalizeMode
 from emda.data.planes import (
     PLANE_AXES,
@@ -234,7 +235,8 @@ def _open_writers(plan: _Plan, output, mask, s: PredictSettings, overwrite, resu
             if path:
                 plan.writers[kind] = VolumeWriter(
                     path, volume.shape, dtype, volume.voxel_size, overwrite, chunks,
-                    attrs={"emda_kind": "probability" if kind == "prob" else "mask"},
+                    attrs={"emda_kind": "probability" if kind == "prob" else "mask",
+                           "emda_source_objects": recorded(plan.checkpoint.training)},
                     job={**fingerprint, **extra}, resume=resume, pyramid=s.pyramid,
                     ngff=s.ngff if ".ome.zarr" in str(path).lower() else None,
                 )  # fmt: skip

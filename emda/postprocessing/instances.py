@@ -6,7 +6,9 @@ Objects connect across slices when the z-step is at most ``CONNECT_Z_MAX_NM``: a
 mitochondrion is at least ~200 nm across, so at such a step it spans two or more
 sections that overlap; at a coarser step (thick serial sections), neighbouring sections
 of one object may not overlap and unrelated objects would be joined, so each slice is
-labelled on its own. Objects smaller than ``min_size`` (nm^3) are removed.
+labelled on its own. Objects smaller than ``min_size`` (nm^3) are removed; without one,
+a tenth of the median source mitochondrion that trained the model
+(:mod:`emda.analysis.source_objects`), when the prediction or ``run`` records it.
 
 Until the output is complete, the work is kept beside it (:func:`state_dir`): the first
 pass's labelled blocks, the output's finished blocks and how far splitting got. An
@@ -52,6 +54,7 @@ class InstanceSummary:
     dtype: str
     seconds: float
     split: int = 0  # objects added by splitting touching ones
+    min_size_from: str = ""  # where the minimum size came from, for the user
 
 
 def connects_across_z(voxel_size: VoxelSize | None) -> bool:
@@ -69,6 +72,29 @@ def min_voxels(min_size: float | None, voxel_size: VoxelSize | None, path: str) 
         raise EmdaError(f"--min-size is in nm^3, and {path} has no voxel size: give "
                         "--voxel-size Z,Y,X")  # fmt: skip
     return math.ceil(min_size / float(np.prod(voxel_size)))
+
+
+def choose_min_size(volume: Volume, min_size: float | None, run: str | None,
+                    all_objects: bool) -> tuple[float | None, str]:  # fmt: skip
+    """The minimum object size (nm^3) and where it came from."""
+    from emda.analysis.source_objects import MIN_SIZE_FRACTION, default_min_size, recorded
+
+    if min_size is not None or all_objects:
+        if min_size is not None and all_objects:
+            raise EmdaError("--min-size and --all-objects contradict each other: choose one")
+        return min_size, "--min-size" if min_size is not None else "--all-objects"
+    if run is not None:
+        from emda.model.checkpoint import load_checkpoint
+
+        record, where = recorded(load_checkpoint(run).training), str(run)
+    else:
+        attrs = dict(getattr(volume.array, "attrs", None) or {})
+        record, where = attrs.get("emda_source_objects"), "the prediction"
+    size = default_min_size(record)
+    if size is None or volume.voxel_size is None:
+        return None, "none: no record of the source's objects (give --min-size or --run)"
+    median = float(record["median_nm3"])  # type: ignore[index]
+    return size, f"{MIN_SIZE_FRACTION:.0%} of the median source object ({median:.3g} nm^3, {where})"
 
 
 def check_prediction(volume: Volume) -> str:
@@ -99,6 +125,8 @@ def label_instances(
     overwrite: bool = False,
     resume: bool = False,
     ngff: str | None = None,
+    run: str | None = None,
+    all_objects: bool = False,
     progress=None,
 ) -> InstanceSummary:
     """Write the individual objects of ``prediction`` (probabilities at ``threshold``, or
@@ -107,7 +135,9 @@ def label_instances(
     chooses from the voxel size (module docstring); ``split`` separates touching objects
     (:mod:`emda.postprocessing.split`). An interrupted run keeps its work beside the
     output (:func:`state_dir`); ``resume`` continues it when the input and settings are
-    the same. ``ngff``: the NGFF version of an .ome.zarr output."""
+    the same. ``ngff``: the NGFF version of an .ome.zarr output. Without ``min_size``,
+    the minimum size comes from the source record of ``run`` or of the prediction, unless
+    ``all_objects``."""
     check_threshold(threshold)
     if resume and overwrite:
         raise EmdaError("--resume and --overwrite contradict each other: choose one")
@@ -116,6 +146,7 @@ def label_instances(
     refuse_writing_inputs({"--output": output}, [volume.location])
     check_output(output, overwrite)
     kind = check_prediction(volume)
+    min_size, min_size_from = choose_min_size(volume, min_size, run, all_objects)
     smallest = min_voxels(min_size, volume.voxel_size, str(prediction))
     connect = connects_across_z(volume.voxel_size) if connect_z is None else connect_z
     start = time.perf_counter()
@@ -145,6 +176,7 @@ def label_instances(
     return InstanceSummary(
         count, components.removed, smallest, connect, volume.shape,
         str(components.lookup.dtype), time.perf_counter() - start, count - components.count,
+        min_size_from,
     )  # fmt: skip
 
 

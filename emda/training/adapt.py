@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from emda.analysis.source_objects import source_objects
 from emda.data.normalization import Normalization
 from emda.data.planes import is_isotropic
 from emda.data.resample import in_plane, pixel_zoom, working_pixel_size
@@ -148,6 +149,7 @@ def adapt(
     elif config.target_planes != "xy":
         raise EmdaError("--target-planes needs --target")
     pixel, zooms, tgt_zoom = _pixel_sizes(sources, loaded, target, tgt_raw, resample)
+    objects = source_objects(loaded)  # for emda instances' minimum size, label-free
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = UNet(model_config)
     method.build_heads(model)  # a method's option errors surface before anything is written
@@ -195,6 +197,7 @@ def adapt(
             "target_bn": bool(target_bn and tgt_sampler is not None),
             "pixel_size": pixel,
             "target_zoom": tgt_zoom,
+            "source_objects": objects,
         },
     )
     if not resume and ddp.is_main():
