@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from emda.analysis.source_objects import MIN_SIZE_FRACTION
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "instances.json"
 
@@ -66,6 +68,8 @@ def evaluate(prob: Path, scored: dict, *extra: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--fractions", type=float, nargs="*", default=[],
+                        help="also score at these fractions of the source's median object")  # fmt: skip
     args = parser.parse_args()
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for prob in sorted((HERE / "work" / args.profile).glob("*/*_prob.tif")):
@@ -79,6 +83,9 @@ def main() -> None:
         variants = {"": ()}
         if smallest is not None:
             variants[f" default min-size {smallest:.3g}"] = ("--min-size", f"{smallest:.6g}")
+            median = smallest / MIN_SIZE_FRACTION
+            for fraction in args.fractions:
+                variants[f" fraction {fraction:g}"] = ("--min-size", f"{fraction * median:.6g}")
         for name, extra in variants.items():
             row = evaluate(prob, scored, *extra)
             row["trained_with"] = command
