@@ -68,8 +68,13 @@ def evaluate(prob: Path, scored: dict, *extra: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--fractions", type=float, nargs="*", default=[],
-                        help="also score at these fractions of the source's median object")  # fmt: skip
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also score at these fractions of the median source object",
+    )
     args = parser.parse_args()
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for prob in sorted((HERE / "work" / args.profile).glob("*/*_prob.tif")):
