@@ -1,7 +1,7 @@
 """Build the pretrained source models that ship with emda (``emda models``).
 
     python benchmarks/pretrained.py train     # FT on each public volume (cpu profile)
-    python benchmarks/pretrained.py package   # float16 weights, scores, model cards
+    python benchmarks/pretrained.py package [epfl vnc]  # float16 weights, scores, cards
 
 Each model is ``emda adapt --method ft`` on one public labelled volume with the paper
 table's cpu profile (1500 iterations of 8 x 128^2, base 16, seed 0), so a shipped model
@@ -104,14 +104,16 @@ def score(run: Path, name: str, cross: bool = True) -> dict:
     return found
 
 
-def package() -> None:
+def package(names: list[str]) -> None:
     import torch
 
     from emda.model.checkpoint import load_raw
 
     SHIPPED.mkdir(exist_ok=True)
-    record = {"command": "python benchmarks/pretrained.py train && ... package"}
-    for name, model in MODELS.items():
+    record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    record["command"] = "python benchmarks/pretrained.py train && ... package"
+    for name in names:
+        model = MODELS[name]
         data = load_raw(WORK / name)
         data["state_dict"] = {k: v.half() if v.is_floating_point() else v
                               for k, v in data["state_dict"].items()}  # fmt: skip
@@ -131,15 +133,18 @@ def package() -> None:
                 "train_seconds": float((WORK / name / "train_seconds.txt").read_text()),
                 "scores": stored}  # fmt: skip
         (SHIPPED / f"{name}.json").write_text(json.dumps(card, indent=1) + "\n")
-    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+        RESULTS.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=("train", "package"))
-    step = parser.parse_args().step
+    parser.add_argument("models", nargs="*", help=f"of {', '.join(MODELS)} (default: all)")
+    args = parser.parse_args()
+    if unknown := set(args.models) - set(MODELS):
+        parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
     WORK.mkdir(parents=True, exist_ok=True)
-    train() if step == "train" else package()
+    train() if args.step == "train" else package(args.models or list(MODELS))
 
 
 if __name__ == "__main__":

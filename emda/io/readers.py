@@ -128,7 +128,9 @@ def open_hdf5(path: Path, key: str | None, address) -> Volume:
         raise EmdaError(f"{address}: no dataset '{key}' in {path}")
     if node is None or isinstance(node, h5py.Group):
         group = node if node is not None else handle
-        names = sorted(n for n, item in group.items() if isinstance(item, h5py.Dataset))
+        names: list[str] = []  # every dataset below, nested ones by their path
+        group.visititems(lambda n, item: names.append(n) if isinstance(item, h5py.Dataset)
+                         else None)  # fmt: skip
         raise EmdaError(f"{address}: name a dataset as {path}/NAME or with --key (datasets "
                         f"here: {', '.join(names) or 'none'})")  # fmt: skip
     location = f"{path}/{key}"
