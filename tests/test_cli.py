@@ -83,7 +83,8 @@ def test_predict_then_evaluate_end_to_end(trained_run, crops, tmp_path):
     scores = json.loads(out_json.read_text())
     assert len(scores) == 2 and scores[0]["z_range"] == [4, 12]
     assert scores[0]["iou"] == pytest.approx(scores[1]["iou"])  # same masks, two encodings
-    assert len(scores[0]["per_slice"]) == 8
+    assert len(scores[0]["per_slice"]) == 8 and scores[0]["schema"] == "emda-evaluate/1"
+    assert {"z", "iou", "tp", "fp", "fn", "tn"} <= set(scores[0]["per_slice"][0])
     assert out_csv.read_text().count("\n") == 1 + 2 * 9
 
 

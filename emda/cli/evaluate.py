@@ -47,7 +47,14 @@ def evaluate(
         float | None,
         typer.Option(help="With --instances: drop predicted objects under this size (nm^3)."),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write results as JSON: one entry per prediction, each with its schema "
+            "(emda-evaluate/1) and pixel counts (per slice too with --per-slice).",
+        ),
+    ] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,

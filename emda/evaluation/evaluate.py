@@ -12,6 +12,10 @@ from emda.evaluation.metrics import Confusion
 from emda.io.volume import Volume, open_volume, to_foreground
 from emda.safety.validate import check_complete, check_probabilities
 
+#: each entry of ``emda evaluate --json`` (a list, one entry per prediction) names its
+#: layout; bumped when a field changes meaning or goes away
+SCHEMA = "emda-evaluate/1"
+
 
 @dataclass
 class Evaluation:
@@ -25,18 +29,16 @@ class Evaluation:
 
     def to_dict(self, per_slice: bool = False) -> dict:
         out = {
+            "schema": SCHEMA,
             "prediction": self.prediction,
             "truth": self.truth,
             "threshold": self.threshold,
             "z_range": list(self.z_range),
             **self.total.scores(),
-            "tp": self.total.tp,
-            "fp": self.total.fp,
-            "fn": self.total.fn,
-            "tn": self.total.tn,
+            **self.total.counts(),
         }
-        if per_slice:
-            out["per_slice"] = [{"z": z, **c.scores()} for z, c in self.per_slice]
+        if per_slice:  # the CSV's rows: scores and the counts they come from
+            out["per_slice"] = [{"z": z, **c.scores(), **c.counts()} for z, c in self.per_slice]
         if self.instances is not None:
             out["instances"] = self.instances.to_dict()
         return out

@@ -58,6 +58,10 @@ class Confusion:
     def voxels(self) -> int:
         return self.tp + self.fp + self.fn + self.tn
 
+    def counts(self) -> dict[str, int]:
+        """Pixels: true and false positives, false and true negatives."""
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+
     def scores(self) -> dict[str, float]:
         return {
             "iou": self.iou,
