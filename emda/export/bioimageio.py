@@ -118,10 +118,15 @@ def _config(checkpoint: Checkpoint) -> dict:
             "pixel_size_nm": checkpoint.pixel_size}  # fmt: skip
 
 
-def _space_axes(spec, checkpoint: Checkpoint, size) -> list:
+def _scale(checkpoint: Checkpoint) -> dict:
+    """The pixel size the network works at, as the axes' scale (none when unrecorded)."""
     pixel = checkpoint.pixel_size
-    unit = {"scale": pixel, "unit": "nanometer"} if pixel else {}
-    return [spec.SpaceInputAxis(id=spec.AxisId(a), size=size(a), **unit) for a in "yx"]
+    return {"scale": pixel, "unit": "nanometer"} if pixel else {}
+
+
+def _space_axes(spec, checkpoint: Checkpoint, size) -> list:
+    return [spec.SpaceInputAxis(id=spec.AxisId(a), size=size(a), **_scale(checkpoint))
+            for a in "yx"]  # fmt: skip
 
 
 def _input(spec, checkpoint: Checkpoint, work: Path):
@@ -141,8 +146,7 @@ def _input(spec, checkpoint: Checkpoint, work: Path):
 
 
 def _output(spec, checkpoint: Checkpoint, work: Path):
-    pixel = checkpoint.pixel_size
-    unit = {"scale": pixel, "unit": "nanometer"} if pixel else {}
+    unit = _scale(checkpoint)
     return spec.OutputTensorDescr(
         id=spec.TensorId("probability"),
         description="mitochondria probability",

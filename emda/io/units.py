@@ -17,7 +17,7 @@ _PREFIXES = {
 }  # fmt: skip
 _SHORT = {
     "pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "\\u00b5m": 1e3, "mm": 1e6,
-    "cm": 1e7, "m": 1e9, "a": 0.1, "å": 0.1, "\\u00c5": 0.1, "angstrom": 0.1,
+    "cm": 1e7, "m": 1e9, "å": 0.1, "\\u00c5": 0.1, "angstrom": 0.1,
     "micron": 1e3, "microns": 1e3, "inch": 2.54e7, "foot": 3.048e8, "yard": 9.144e8,
     "mile": 1.609344e12, "parsec": 3.0856775814913673e25,
 }  # fmt: skip

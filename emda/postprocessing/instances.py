@@ -194,9 +194,10 @@ def _open_state(output: str, job: dict, overwrite: bool, resume: bool) -> Path:
             try:
                 before = json.loads(saved.read_text())
             except (OSError, ValueError):
-                before = {}
+                before = {"unreadable": True}
             if differs := [k for k in job if before.get(k) != json.loads(json.dumps(job[k]))]:
-                what = "the input's content" if differs[0] == "content" else differs[0]
+                what = {"content": "the input's content"}.get(differs[0], differs[0])
+                what = "its record is unreadable" if "unreadable" in before else what
                 raise EmdaError(
                     f"{output}: the interrupted run in {state} was made with other settings "
                     f"or inputs ({what}); pass --overwrite to start over"
