@@ -80,7 +80,12 @@ def train_images_per_s(method_name: str, amp: bool, batch: int, patch: int, repe
 def predict_voxels_per_s(amp: bool, size: int, slices: int, repeats: int) -> float:
     model = UNet(UNetConfig(base_channels=16, depth=4))
     predictor = SlidingWindowPredictor(
-        model, torch.device("cuda"), tile_size=512, overlap=0.25, batch_size=8, amp=amp
+        model,
+        torch.device("cuda"),
+        tile_size=512,
+        overlap=0.25,
+        batch_size=8,
+        precision=torch.float16 if amp else None,
     )
     images = np.random.default_rng(0).random((slices, size, size), dtype=np.float32)
 

@@ -75,7 +75,7 @@ PROFILES = {
 SELFTRAIN_TEACHER = "ynet"
 
 # how a row's trained models are scored; rows that differ in these share the models
-SCORING = {"planes", "tta"}
+SCORING = {"planes", "tta", "predict_precision"}
 
 PAPER = {"ft": 28.70, "mmd": 44.96, "coral": 40.28, "dann": 49.90, "ynet": 49.55}
 DA_ISC_VNC_TO_LUCCHI = 68.65  # the later anchor for VNC -> EPFL
@@ -146,6 +146,12 @@ def augment_changes(assignments: list[str]) -> dict:
         if number != getattr(defaults, name):
             changes[name] = number
     return changes
+
+
+def precision_flags(config: dict) -> list[str]:
+    """``--precision`` for training: always given, so a change of emda's default never
+    changes what a recorded row ran."""
+    return ["--precision", config.get("precision", "float32")]
 
 
 def augment_flags(config: dict, finetune: bool = False) -> list[str]:
@@ -263,6 +269,7 @@ def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str, options: dict, tta: bool = False, augment: dict | None = None,
     match_sharpness: bool = False, target_planes: str = "xy", average_weights: float = 0.0,
+    precision: str = "float32", predict_precision: str | None = None,
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -288,6 +295,10 @@ def row_config(
         config["target_planes"] = target_planes
     if average_weights:  # `emda adapt --average-weights`; rows without it keep their keys
         config["average_weights"] = average_weights
+    if precision != "float32":  # `--precision` of training and scoring; float32 rows keep keys
+        config["precision"] = precision
+    if predict_precision not in (None, precision):  # scoring alone: the models are shared
+        config["predict_precision"] = predict_precision
     if method == RECIPE:  # what `emda adapt` runs without --method today
         from emda.training.recipe import DEFAULT_RECIPE
 
@@ -322,7 +333,7 @@ def adapted_models(
                      "--base-channels", str(p["base_channels"]), "--iterations",
                      str(p["iterations"]), "--batch-size", str(p["batch_size"]),
                      "--patch-size", str(p["patch_size"]), "--seed", str(seed), "--quiet",
-                     resume, *augment_flags(config)]  # fmt: skip
+                     resume, *augment_flags(config), *precision_flags(config)]  # fmt: skip
             adapt += ["--source-z", src.z] if src.z else []
             times["adapt"] = emda(*adapt, log=log)
         return trained, trained
@@ -336,7 +347,8 @@ def adapted_models(
             teacher_options = row_options(name, same_kind if name == "selftrain" else [])
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
                                  teacher_options, augment=config.get("augment"),
-                                 match_sharpness=config.get("match_sharpness", False))  # fmt: skip
+                                 match_sharpness=config.get("match_sharpness", False),
+                                 precision=config.get("precision", "float32"))  # fmt: skip
             spent: dict[str, float] = {}
             _, teacher_run = adapted_models(teacher, direction, teacher_options, spent)
             times.update({f"teacher_{k}": v for k, v in spent.items()})
@@ -346,7 +358,7 @@ def adapted_models(
                  "--out", str(trained), "--no-target-bn", *opt_flags(method, options),
                  "--batch-size", str(p["batch_size"]), "--patch-size", str(p["patch_size"]),
                  "--seed", str(seed), "--quiet", _restart_or_resume(trained),
-                 *augment_flags(config)]  # fmt: skip
+                 *augment_flags(config), *precision_flags(config)]  # fmt: skip
         adapt += ["--source-z", src.z] if src.z else []
         adapt += ["--target-planes", config["target_planes"]] if "target_planes" in config else []
         # always given: a method's own default (DANN's 0.5) must not change a recorded row
@@ -361,16 +373,19 @@ def adapted_models(
 
 
 def predict_and_score(
-    model: Path, test: Split, tile_size: int, log: Path, planes: str = "xy", tta: bool = False
-) -> tuple[dict, Path, float]:
+    model: Path, test: Split, tile_size: int, log: Path, planes: str = "xy", tta: bool = False,
+    precision: str = "float32",
+) -> tuple[dict, Path, float]:  # fmt: skip
     """``emda predict`` a model's probability map of the test volume next to the model,
     then ``emda evaluate`` it on the test range: the scores, the map's path and the
     prediction's seconds."""
     tag = ("" if planes == "xy" else f"_{planes}") + ("_tta" if tta else "")
+    tag += "" if precision == "float32" else f"_{precision}"
     prob = model.parent / f"{model.name}{tag}_prob.tif"
     seconds = emda("predict", str(model), test.raw, "--output", str(prob),
                    "--tile-size", str(tile_size), "--quiet", "--planes", planes,
-                   "--overwrite", *(["--tta"] if tta else []), log=log)  # fmt: skip
+                   "--overwrite", *(["--tta"] if tta else []), "--precision", precision,
+                   log=log)  # fmt: skip
     scores = model.parent / f"{model.name}{tag}_scores.json"
     evaluate = ["evaluate", str(prob), "--labels", test.labels, "--json", str(scores),
                 "--overwrite"]  # fmt: skip
@@ -383,7 +398,8 @@ def predict_and_score(
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
-    target_planes: str = "xy", average_weights: float = 0.0,
+    target_planes: str = "xy", average_weights: float = 0.0, precision: str = "float32",
+    predict_precision: str | None = None,
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
     batch-norm statistics (``emda recalibrate``, the step ``emda adapt`` ends with by
@@ -395,11 +411,13 @@ def run_one(
     augmentation other than ``emda adapt``'s default (``noise=0.1``), for the row's
     training, its teacher's and its finetuning alike. ``target_planes``: ``emda adapt
     --target-planes`` for the row's training (not its teacher's); ``average_weights``
-    likewise ``emda adapt --average-weights``."""
+    likewise ``emda adapt --average-weights``. ``precision``: ``--precision`` of every
+    command of the row; ``predict_precision``: of its scored predictions alone (the
+    models are shared with the row trained in ``precision``)."""
     options = row_options(method, list(opt))
     config = row_config(profile, direction, method, seed, semi, planes, options, tta,
                         augment_changes(list(augment)), False,
-                        target_planes, average_weights)  # fmt: skip
+                        target_planes, average_weights, precision, predict_precision)  # fmt: skip
     key = config_key(config)
     result_path = HERE / "results" / profile / "runs" / f"{key}.json"
     if result_path.exists():
@@ -419,7 +437,7 @@ def run_one(
         ft = ["finetune", str(recalibrated), "--target", tr.raw, "--target-labels", tr.labels,
               "--fraction", str(semi), "--out", str(work / "run"), *train, *target_z,
               _restart_or_resume(work / "run"),
-              "--iterations", str(p["finetune_iterations"])]  # fmt: skip
+              "--iterations", str(p["finetune_iterations"]), *precision_flags(config)]  # fmt: skip
         if not _finished(work / "run"):  # shared by the rows that differ in scoring only
             times["finetune"] = emda(*ft, log=log)
         scored = {"scores": work / "run"}
@@ -432,7 +450,13 @@ def run_one(
         result["recipe"] = json.loads((trained / "recipe.json").read_text())["stages"]
     for field, model in scored.items():
         result[field], _, times[f"predict_{model.name}"] = predict_and_score(
-            model, te, p["tile_size"], log, planes, tta
+            model,
+            te,
+            p["tile_size"],
+            log,
+            planes,
+            tta,
+            config.get("predict_precision", config.get("precision", "float32")),
         )
     from emda import __version__
 
@@ -662,6 +686,7 @@ def row_setting(config: dict) -> str:
     setting = f"semi {c['semi_fraction']:.0%}" if c["semi_fraction"] else "unsupervised"
     setting += f", {c['planes']} planes" if "planes" in c else ""
     setting += ", tta" if c.get("tta") else ""
+    setting += f", predicted in {c['predict_precision']}" if "predict_precision" in c else ""
     averaged = len(c.get("ensemble_seeds") or [])
     return setting + (f", {averaged}-seed ensemble" if averaged else "")
 
@@ -670,7 +695,7 @@ def row_label(config: dict) -> str:
     """A plain method name is what `emda adapt --method NAME` trains today; a variant
     names its options and augmentation that differ, e.g. "dann (classifier=position)"."""
     changed = {**_non_defaults(config), **config.get("augment", {})}
-    for name in ("target_planes", "average_weights"):
+    for name in ("target_planes", "average_weights", "precision"):
         if name in config:
             changed[name] = config[name]
     matched = " (matched sharpness)" if config.get("match_sharpness") else ""
@@ -890,6 +915,19 @@ def main() -> None:
         "its own keys and table rows",
     )
     parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="run: `--precision` of every command of the rows; its own keys and table rows",
+    )
+    parser.add_argument(
+        "--predict-precision",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="run: `emda predict --precision` for the scored predictions alone (the models "
+        "are shared)",
+    )
+    parser.add_argument(
         "--ensemble",
         action="store_true",
         help="run: also score the mean of the --seeds rows' probability maps (emda "
@@ -923,7 +961,8 @@ def main() -> None:
                     for semi in [None, *fractions]:
                         r = run_one(args.profile, dirs[name], method, seed, semi,
                                     args.planes, args.opt, args.tta, args.augment,
-                                    args.target_planes, args.average_weights)  # fmt: skip
+                                    args.target_planes, args.average_weights,
+                                    args.precision, args.predict_precision)  # fmt: skip
                         finished.setdefault(semi, []).append(r)
                         print(
                             f"{name} {method} seed {seed} semi {semi}: "

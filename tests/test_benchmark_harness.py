@@ -228,6 +228,27 @@ def test_amplitude_mixing_trains_the_adapted_model_but_not_its_finetuning(harnes
     assert "--amplitude-mix" not in finetune  # finetuning has no unlabelled target to mix in
 
 
+def test_precision_rows_train_their_own_models_and_float32_rows_keep_their_keys(
+    harness, fake_runs
+):
+    calls = fake_runs
+    direction = harness.directions("shared")["epfl2vnc"]
+    plain = harness.run_one("cpu", direction, "ft", 0, None)
+    scored = harness.run_one("cpu", direction, "ft", 0, None, predict_precision="bfloat16")
+    trained = harness.run_one("cpu", direction, "ft", 0, None, precision="bfloat16")
+    assert "precision" not in plain["config"] and "predict_precision" not in plain["config"]
+    assert len({plain["key"], scored["key"], trained["key"]}) == 3
+    adapts = [c for c in calls if c[0] == "adapt"]
+    # the bfloat16 prediction reuses the float32 model; bfloat16 training has its own
+    assert [a[a.index("--precision") + 1] for a in adapts] == ["float32", "bfloat16"]
+    predicts = [c for c in calls if c[0] == "predict"]
+    assert [c[c.index("--precision") + 1] for c in predicts] == (
+        ["float32"] * 2 + ["bfloat16"] * 2 + ["bfloat16"] * 2
+    )
+    assert harness.row_setting(scored["config"]) == "unsupervised, predicted in bfloat16"
+    assert harness.row_label(trained["config"]) == "ft (precision=bfloat16)"
+
+
 def test_a_bad_augmentation_stops_the_harness_naming_it(harness):
     with pytest.raises(SystemExit, match="--augment 'blur=1': expected NAME=VALUE"):
         harness.augment_changes(["blur=1"])

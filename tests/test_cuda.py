@@ -1,4 +1,4 @@
-"""The CUDA path: mixed-precision training of every built-in method, target batch-norm
+"""The CUDA path: reduced-precision training of every built-in method, target batch-norm
 re-estimation, prediction that agrees with the CPU, checkpoints that move between devices,
 and resuming a run on the GPU. Skipped (with the reason) where no CUDA GPU is present."""
 
@@ -20,13 +20,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 GPU = ["--device", "cuda"]
 
 
-@pytest.mark.parametrize("method", ["ft", "mmd", "coral", "dann", "ynet", "meanteacher", "outadv"])
-def test_every_method_trains_with_mixed_precision(tmp_path, method):
-    # AMP (float16 autocast + grad scaler) is on by default on CUDA: each distance and head
-    # must stay finite under it, and the default run ends with target batch-norm statistics
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+@pytest.mark.parametrize("method", ["ft", "mmd", "coral", "dann", "ynet", "meanteacher"])
+def test_every_method_trains_with_reduced_precision(tmp_path, method, precision):
+    # float16 autocast (with loss scaling) or bfloat16 when asked for: each distance and
+    # head must stay finite under it, and the run ends with target batch-norm statistics
+    if precision == "bfloat16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
     out = tmp_path / method
     result = adapt_on_crops(out, *GPU, "--iterations", "20", "--batch-size", "4",
-                            method=method)  # fmt: skip
+                            "--precision", precision, method=method)  # fmt: skip
     assert result.exit_code == 0, result.output
     log = read_log(out)
     assert len(log) == 20

@@ -142,7 +142,8 @@ def _predict(setup, out, *extra):
     return [sys.executable, "-m", "emda", "predict", str(setup / "run"), str(setup / "cube.zarr"),
             "--output", str(out), "--device", "cpu", "--threads", "1", "--quiet",
             "--tile-size", "64", "--batch-size", "4", "--prob-dtype", "float32",
-            "--block-size", "256", "--planes", "ortho", *extra]  # fmt: skip
+            "--block-size", "256", "--planes", "ortho",
+            "--precision", "float32", *extra]  # fmt: skip  # compared with float32 below
 
 
 def test_ortho_is_the_mean_of_the_three_plane_stacks(setup, tmp_path):

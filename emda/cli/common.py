@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 
 from emda.device import DeviceChoice
 from emda.errors import EmdaError
+from emda.precision import Precision
 from emda.safety.boundary import as_user_error, internal_error
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in emda, not a problem with the input
@@ -180,6 +181,15 @@ ConfigOpt = Annotated[
 DeviceOpt = Annotated[
     DeviceChoice,
     typer.Option(help="Where to compute: auto picks CUDA when present.", rich_help_panel=G),
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="The network's arithmetic: auto picks per device what is faster and keeps "
+        "results (bfloat16 on CPUs with bfloat16 instructions; on CUDA float16 to predict, "
+        "float32 to train).",
+        rich_help_panel=G,
+    ),
 ]
 ThreadsOpt = Annotated[
     int | None, typer.Option(help="CPU threads for torch (default: all cores).", rich_help_panel=G)

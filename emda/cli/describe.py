@@ -269,7 +269,8 @@ def computed_with(training: dict) -> str | None:
     if "onednn_max_cpu_isa" in training:  # convolutions capped (ONEDNN_MAX_CPU_ISA)
         vectors.append(f"oneDNN at most {training['onednn_max_cpu_isa']}")
     vector = f" ({', '.join(vectors)})" if vectors else ""
-    return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads{vector}"
+    used = f", {training['precision_used']}" if "precision_used" in training else ""
+    return f"torch {training['torch_version']}, {training['cpu_threads']} CPU threads{vector}{used}"
 
 
 def averaged_text(iteration: int, iterations: int, fraction: float) -> str:

@@ -12,6 +12,7 @@ from emda.cli.common import (
     KeyOpt,
     NgffOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     ThreadsOpt,
     ThresholdOpt,
@@ -28,6 +29,7 @@ from emda.device import DeviceChoice
 from emda.errors import EmdaError
 from emda.inference.jobs import ProbDtype
 from emda.inference.sliding_window import BlendMode
+from emda.precision import Precision
 
 W = "Window"
 L = "Large volumes"
@@ -156,6 +158,7 @@ def predict(
             rich_help_panel=L,
         ),
     ] = None,
+    precision: PrecisionOpt = Precision.auto,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -180,6 +183,7 @@ def predict(
         pyramid=pyramid,
         resample=resample,
         ngff=check_ngff(ngff, output, mask),
+        precision=precision.value,
     )
     jobs = batch_outputs(inputs, output, mask, overwrite or resume)
     for input, (out, out_mask) in jobs.items():

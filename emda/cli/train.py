@@ -10,6 +10,7 @@ from emda.cli.common import (
     ConfigOpt,
     DeviceOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     ResumeOpt,
     ThreadsOpt,
@@ -24,6 +25,7 @@ from emda.cli.common import (
 from emda.device import DeviceChoice
 from emda.errors import EmdaError
 from emda.methods.losses import SegLoss
+from emda.precision import Precision
 from emda.training.config import (
     FINETUNE_ITERATIONS,
     FINETUNE_LR,
@@ -54,7 +56,6 @@ def training_options(iterations: int, lr: float) -> list:
         opt("noise", float, 0.0, "Maximum std of added Gaussian noise (0: off)."),
         opt("seg_loss", SegLoss, SegLoss.bce_dice, "Segmentation loss."),
         opt("checkpoint_every", int, 250, "Save the training state every N iterations."),
-        opt("amp", bool, True, "Mixed precision on CUDA (ignored on CPU)."),
         opt(
             "average_weights",
             float,
@@ -68,6 +69,7 @@ def training_options(iterations: int, lr: float) -> list:
 def general_options() -> list:
     return [
         option("device", DeviceOpt, DeviceChoice.auto),
+        option("precision", PrecisionOpt, Precision.auto),
         option("threads", ThreadsOpt, None),
         option("overwrite", OverwriteOpt, False),
         option("resume", ResumeOpt, False),

@@ -44,6 +44,7 @@ class PredictJob:
     axes: tuple[int, int, int] = (0, 1, 2)  # the plane stack predicted (emda.data.planes)
     zoom: float = 1.0  # input pixel size / the model's (emda.data.resample)
     channel: int | None = None  # of a multichannel OME-Zarr input
+    precision: str = "float32"  # the network's arithmetic, resolved (emda.precision)
 
 
 # one job per process at a time: (predictor, input volume, {kind: output array})
@@ -68,6 +69,7 @@ def _load(job, predictor, volume, outputs):
         from emda.inference.sliding_window import SlidingWindowPredictor
         from emda.io.volume import open_volume
         from emda.model.checkpoint import load_checkpoint
+        from emda.precision import dtype_of
 
         _loaded.clear()
         if job.threads:
@@ -78,7 +80,7 @@ def _load(job, predictor, volume, outputs):
             model = load_checkpoint(job.checkpoint).build_model()
             predictor = SlidingWindowPredictor(
                 model, resolve_device(job.device), job.tile_size, job.overlap, job.batch_size,
-                job.blend, tta=job.tta, zoom=job.zoom,
+                job.blend, tta=job.tta, zoom=job.zoom, precision=dtype_of(job.precision),
             )  # fmt: skip
         if volume is None:
             volume = open_volume(job.input, job.key, job.voxel_size, job.channel).permuted(job.axes)

@@ -48,6 +48,8 @@ from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.io.volume import Volume, VoxelSize, open_volume, split_address
 from emda.io.writer import VolumeWriter
 from emda.model.checkpoint import Checkpoint, load_checkpoint
+from emda.precision import name as precision_name
+from emda.precision import resolve_precision
 from emda.pretrained import resolve as resolve_run
 from emda.safety.boundary import as_user_error
 from emda.safety.fingerprint import content_fingerprint
@@ -129,11 +131,14 @@ def predict(
         raise EmdaError(f"--workers {workers}: must be >= 1")
     if scheduler or workers:
         require_dask()
+    dtype = resolve_precision(s.precision, device, "predict")
     plan = _plan(checkpoint, input_path, output, mask, s, key, voxel_size, overwrite, resume,
                  channel)  # fmt: skip
+    if dtype is not None:  # outputs begun before precision was recorded were float32
+        plan.fingerprint["precision"] = precision_name(dtype)
     predictor = SlidingWindowPredictor(
         plan.checkpoint.build_model(), device, s.tile_size, s.overlap, s.batch_size, s.blend,
-        tta=s.tta, zoom=plan.zoom,
+        tta=s.tta, zoom=plan.zoom, precision=dtype,
     )  # fmt: skip
     _open_writers(plan, output, mask, s, overwrite, resume)
     job = PredictJob(
@@ -154,6 +159,7 @@ def predict(
         threshold=s.threshold,
         zoom=plan.zoom,
         channel=channel,
+        precision=precision_name(dtype),
     )
     start = time.perf_counter()
     total = _execute(plan, job, predictor, s, progress, scheduler, workers, threads)

@@ -31,6 +31,8 @@ class PredictSettings:
     ngff: str | None = None  # NGFF version of .ome.zarr outputs (None: 0.5, or the image's)
     #: resample tiles to the model's pixel size when the volume's differs (> 10 %)
     resample: bool = True
+    #: the network's arithmetic (emda.precision): auto, float32, bfloat16 or float16
+    precision: str = "auto"
 
     @property
     def block_halo(self) -> int:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from emda.data.dihedral import TRANSFORMS, dihedral, undo_dihedral
 from emda.data.resample import Resampled, native_tile
 from emda.errors import EmdaError
+from emda.precision import autocast
 
 
 class BlendMode(str, Enum):
@@ -152,6 +153,8 @@ class SlidingWindowPredictor:
     ``zoom`` (the image's pixel size over the model's, :mod:`emda.data.resample`): each
     tile is resampled to the model's pixel size and its output back, and tiles cover
     about ``tile_size`` of the model's pixels; the output stays on the image's grid.
+    ``precision``: the dtype the network computes in under autocast
+    (:func:`emda.precision.resolve_precision`); None: float32, or an enclosing autocast's.
     """
 
     def __init__(
@@ -162,7 +165,7 @@ class SlidingWindowPredictor:
         overlap: float = 0.25,
         batch_size: int = 8,
         blend: str | BlendMode = BlendMode.gaussian,
-        amp: bool = True,
+        precision: torch.dtype | None = None,
         tta: bool = False,
         views: int = len(TRANSFORMS),
         zoom: float = 1.0,
@@ -178,16 +181,14 @@ class SlidingWindowPredictor:
         self.overlap = overlap
         self.batch_size = batch_size
         self.blend = BlendMode(blend)
-        self.amp = amp and device.type == "cuda"
+        self.precision = precision  # autocast dtype (emda.precision); None: float32
         self.tta = tta
         self.views = views  # how many flips/rotations tta averages
 
     @torch.inference_mode()
     def _forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        if self.amp:
-            with torch.autocast("cuda", dtype=torch.float16):
-                return torch.sigmoid(self.model(tiles).float())
-        return torch.sigmoid(self.model(tiles))
+        with autocast(self.device, self.precision):
+            return torch.sigmoid(self.model(tiles).float())
 
     @torch.inference_mode()
     def predict_slice(self, image: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import torch
 
 from emda.errors import EmdaError
 from emda.methods.base import Method
+from emda.precision import full_precision
 
 # Default level weights (lambda_l) of the built-in methods are 0 for the two
 # shallowest levels (edges, texture, contrast: legitimately domain-specific) and
@@ -76,21 +77,23 @@ def gaussian_mmd2(
     where sigma^2 is the median pairwise squared distance of the pooled samples
     (the median heuristic, treated as a constant in the gradient).
     """
-    x, y = x.float(), y.float()
-    z = torch.cat([x, y])
-    d2 = torch.cdist(z, z).pow(2)
-    n = x.shape[0]
-    off_diagonal = d2[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
-    sigma2 = torch.quantile(off_diagonal.detach(), 0.5).clamp_min(1e-12)
-    k = sum(torch.exp(-d2 / (2 * s * sigma2)) for s in scales)
-    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+    with full_precision(x):  # distances of nearby samples cancel: float32 throughout
+        x, y = x.float(), y.float()
+        z = torch.cat([x, y])
+        d2 = torch.cdist(z, z).pow(2)
+        n = x.shape[0]
+        off_diagonal = d2[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
+        sigma2 = torch.quantile(off_diagonal.detach(), 0.5).clamp_min(1e-12)
+        k = sum(torch.exp(-d2 / (2 * s * sigma2)) for s in scales)
+        return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
     """(n, d) samples -> (d, d) unbiased covariance: centre, then X^T X / (n - 1)."""
-    x = x.float()
-    centred = x - x.mean(dim=0, keepdim=True)
-    return centred.T @ centred / max(x.shape[0] - 1, 1)
+    with full_precision(x):  # a covariance in bfloat16 keeps 3 significant digits
+        x = x.float()
+        centred = x - x.mean(dim=0, keepdim=True)
+        return centred.T @ centred / max(x.shape[0] - 1, 1)
 
 
 def coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

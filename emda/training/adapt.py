@@ -26,6 +26,7 @@ from emda.methods.options import options_to_dict, parse_options
 from emda.methods.registry import load_registry
 from emda.model import UNet, UNetConfig
 from emda.model.checkpoint import Checkpoint, save_checkpoint
+from emda.precision import autocast, resolve_precision
 from emda.training import ddp, validation
 from emda.training.config import TARGET_PLANES, TrainConfig
 from emda.training.inputs import VolumeSpec, load_training_volume
@@ -115,6 +116,7 @@ def adapt(
     model_config = model_config or UNetConfig()
     normalization = normalization or Normalization()
     run_dir, device = Path(out), as_device(device)
+    resolve_precision(config.precision, device, "train")  # refused before anything is read
     if config.patch_size % model_config.divisor:
         raise EmdaError(
             f"--patch-size {config.patch_size}: must be a multiple of {model_config.divisor} "
@@ -158,7 +160,9 @@ def adapt(
         if method.uses_target:
             if ddp.is_main():  # other ranks could find the files rank 0 has since written
                 check_run_dir(run_dir, overwrite, resume)  # before minutes of a teacher's work
-            guide = method.target_guide(tgt_raw, tgt_range, tgt_z, device)
+            # the teacher predicts whole slices as emda predict would, in its precision
+            with autocast(device, resolve_precision(config.precision, device, "predict")):
+                guide = method.target_guide(tgt_raw, tgt_range, tgt_z, device)
         tgt_sampler = PatchSampler(
             tgt_raw,
             tgt_range,

@@ -19,6 +19,7 @@ class TargetPlanes(str, Enum):
     ortho = "ortho"  # all three plane stacks (isotropic volumes such as FIB-SEM)
 
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 FINETUNE_ITERATIONS, FINETUNE_LR = 500, 1e-4
 
 #: the plane stacks each ``--target-planes`` choice samples
@@ -39,7 +40,8 @@ class TrainConfig:
     amplitude_mix: float = 0.0  # see emda.data.style; needs target patches
     seg_loss: str = "bce_dice"
     checkpoint_every: int = 250
-    amp: bool = True  # mixed precision; only used on CUDA
+    #: the network's arithmetic (emda.precision): auto, float32, bfloat16 or float16
+    precision: str = "auto"
     #: plane stacks of the target that target patches come from: "xy" or "ortho" (all
     #: three, for isotropic volumes such as FIB-SEM)
     target_planes: str = "xy"
@@ -59,6 +61,8 @@ class TrainConfig:
             raise EmdaError("--amplitude-mix must be in [0, 1]")
         if not 0 <= self.average_weights <= 1:
             raise EmdaError("--average-weights must be in [0, 1]")
+        if self.precision not in PRECISIONS:
+            raise EmdaError(f"--precision must be one of {', '.join(PRECISIONS)}")
         if self.target_planes not in TARGET_PLANES:
             raise EmdaError(f"--target-planes must be one of {', '.join(TARGET_PLANES)}")
         self.augmentation()  # validates the augmentation settings

@@ -14,6 +14,7 @@ from emda.device import as_device
 from emda.errors import EmdaError
 from emda.methods.base import Supervised
 from emda.model.checkpoint import Checkpoint, load_checkpoint
+from emda.precision import resolve_precision
 from emda.training import ddp
 from emda.training.config import TrainConfig
 from emda.training.inputs import VolumeSpec, load_training_volume
@@ -54,6 +55,7 @@ def finetune(
     (its ``labels`` are required) into the run directory ``out``."""
     base, run_dir, device = run, Path(out), as_device(device)
     config = config or TrainConfig.finetuning()
+    resolve_precision(config.precision, device, "train")  # refused before anything is read
     if not 0 < fraction <= 1:
         raise EmdaError(f"--fraction {fraction}: must be in (0, 1]")
     method = Supervised()  # finetuning trains on target labels alone, whatever ran before

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from emda.errors import EmdaError
 from emda.interrupt import Interrupted, StopOnInterrupt
 from emda.methods.base import Batch, Method, TrainStep
 from emda.model.checkpoint import Checkpoint, save_checkpoint
+from emda.precision import autocast, resolve_precision
+from emda.precision import name as precision_name
 from emda.progress import make_progress
 from emda.training import ddp
 from emda.training.averaging import WeightAverage, first_averaged
@@ -88,9 +89,9 @@ def train(
     optimizer = torch.optim.Adam(params, lr=config.lr)
     schedule = _lr_lambda(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+    dtype = resolve_precision(config.precision, device, "train")
+    # float16's narrow range needs loss scaling; bfloat16 has float32's range
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     use_target = method.uses_target and target is not None
     if method.uses_target and target is None:
         raise EmdaError(f"method '{method.name}' needs target data: pass --target")
@@ -133,7 +134,7 @@ def train(
                 tgt.x = _to(tgt.x, device)
                 tgt.y = None if tgt.y is None else tgt.y.to(device)
                 tgt.guide = None if tgt.guide is None else _to(tgt.guide, device)
-            with autocast:
+            with autocast(device, dtype):
                 terms, metrics = _step(forward, method.name, src, tgt, it, config.iterations)
             loss = total_loss(terms, method.name)
             optimizer.zero_grad(set_to_none=True)
@@ -174,6 +175,7 @@ def train(
         model.load_state_dict(average.weights(model.state_dict()))
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     template.iteration = config.iterations
+    template.training = {**template.training, "precision_used": precision_name(dtype)}
     if main:
         save_checkpoint(template, run_dir / CHECKPOINT_NAME)
         state = run_dir / STATE_NAME

@@ -43,7 +43,7 @@ from emda.training.config import TARGET_PLANES, TrainConfig
 #: stage settings that are not TrainConfig fields
 AUTO_PLANES = "auto"  # target_planes: ortho for an isotropic 3D target, else xy
 #: settings a stage may not change: they are the run's, shared by every stage
-RUN_SETTINGS = ("batch_size", "patch_size", "seed", "checkpoint_every", "amp")
+RUN_SETTINGS = ("batch_size", "patch_size", "seed", "checkpoint_every", "precision")
 
 
 @dataclass(frozen=True)
