@@ -210,6 +210,16 @@ def sampling_seconds(repeats: int) -> float:
     return timed(lambda: sampler.sample(PATCHES, rng), repeats, torch.device("cpu"))
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -231,9 +241,7 @@ def main() -> None:
     source = source if source.exists() else CROPS / "epfl_test" / "raw.tif"
     raw = open_volume(source).read(slice(0, args.slices))
     result: dict = {
-        "device": torch.cuda.get_device_name(0)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name(),
         "cpu_bf16_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"}),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

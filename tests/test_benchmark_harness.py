@@ -228,9 +228,7 @@ def test_amplitude_mixing_trains_the_adapted_model_but_not_its_finetuning(harnes
     assert "--amplitude-mix" not in finetune  # finetuning has no unlabelled target to mix in
 
 
-def test_precision_rows_train_their_own_models_and_float32_rows_keep_their_keys(
-    harness, fake_runs
-):
+def test_precision_rows_train_their_own_models_and_float32_rows_keep_their_keys(harness, fake_runs):
     calls = fake_runs
     direction = harness.directions("shared")["epfl2vnc"]
     plain = harness.run_one("cpu", direction, "ft", 0, None)

@@ -41,10 +41,11 @@ def test_auto_uses_bfloat16_only_where_the_cpu_has_it(no_bf16):
     assert precision.resolve_precision("auto", CPU, "train") is None
 
 
-def test_auto_on_a_cpu_with_bfloat16(with_bf16):
+def test_auto_on_a_cpu_with_bfloat16_predicts_in_it_and_trains_in_float32(with_bf16):
     assert precision.resolve_precision("auto", CPU, "predict") is torch.bfloat16
-    assert precision.resolve_precision("auto", CPU, "train") is torch.bfloat16
-    assert precision.resolve_precision("float32", CPU, "train") is None
+    assert precision.resolve_precision("auto", CPU, "train") is None
+    assert precision.resolve_precision("bfloat16", CPU, "train") is torch.bfloat16
+    assert precision.resolve_precision("float32", CPU, "predict") is None
 
 
 def test_auto_on_cuda_predicts_in_float16_and_trains_in_float32():
@@ -118,10 +119,10 @@ def test_a_run_records_the_precision_it_trained_in(tmp_path, crops, tiny_train):
     run = tmp_path / "run"
     args = ["adapt", "--source", str(crops / "epfl_train/raw.tif"), "--source-labels",
             str(crops / "epfl_train/labels.tif"), "--method", "ft", "--out", str(run),
-            *tiny_train]  # fmt: skip
+            "--precision", "bfloat16", *tiny_train]  # fmt: skip
     assert CliRunner().invoke(app, args).exit_code == 0
     training = load_checkpoint(run).training
-    assert training["precision"] == "auto"
+    assert training["precision"] == "bfloat16"
     assert training["precision_used"] == "bfloat16"
     shown = CliRunner().invoke(app, ["info", str(run), "--json"])
     assert "bfloat16" in json.dumps(json.loads(shown.output))

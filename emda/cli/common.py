@@ -185,9 +185,8 @@ DeviceOpt = Annotated[
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(
-        help="The network's arithmetic: auto picks per device what is faster and keeps "
-        "results (bfloat16 on CPUs with bfloat16 instructions; on CUDA float16 to predict, "
-        "float32 to train).",
+        help="The network's arithmetic. auto: float32 to train; to predict, bfloat16 on "
+        "CPUs with bfloat16 instructions and float16 on CUDA.",
         rich_help_panel=G,
     ),
 ]
@@ -219,5 +218,8 @@ NgffOpt = Annotated[
 ]
 ChannelOpt = Annotated[
     int | None, typer.Option(help="Channel of a multichannel OME-Zarr input (from 0).")
+]
+TargetChannelOpt = Annotated[
+    int | None, typer.Option(help="Channel of a multichannel OME-Zarr target (from 0).")
 ]
 ThresholdOpt = Annotated[float, typer.Option(help="Probability threshold for --mask.")]
