@@ -129,6 +129,43 @@ def test_predict_reads_one_channel_of_a_multichannel_image(tmp_path):
     assert refused.exit_code == 1 and "--channel" in refused.output
 
 
+def test_training_commands_read_one_channel_of_a_multichannel_target(tmp_path):
+    """adapt, finetune and recalibrate pick a channel as predict does, and name their
+    own option when it is missing or wrong."""
+    from .conftest import CROPS, TINY_TRAIN
+
+    raw, labels = open_volume(CROPS / "vnc/raw.tif"), CROPS / "vnc/labels.tif"
+    data = np.stack([255 - raw.read(), raw.read()])  # c, z, y, x: channel 1 is the image
+    path = str(_ngff(tmp_path / "two.ome.zarr", data, [_axis("c", "channel"), *SPACE_UM],
+                     [1.0, 0.05, 0.0046, 0.0046]))  # fmt: skip
+    src = ["--source", str(CROPS / "epfl_train/raw.tif"), "--source-labels",
+           str(CROPS / "epfl_train/labels.tif")]  # fmt: skip
+    plain, picked = tmp_path / "plain", tmp_path / "picked"
+    targets = ((plain, [str(CROPS / "vnc/raw.tif")]), (picked, [path, "--target-channel", "1"]))
+    for out, target in targets:
+        result = runner.invoke(app, ["adapt", *src, "--target", *target, "--method", "ynet",
+                                     "--out", str(out), *TINY_TRAIN])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    from emda.model.checkpoint import load_checkpoint
+
+    want, got = load_checkpoint(plain).state_dict, load_checkpoint(picked).state_dict
+    for name, value in want.items():  # the same pixels: the same training, bit for bit
+        np.testing.assert_array_equal(value.numpy(), got[name].numpy())
+    refused = runner.invoke(app, ["adapt", *src, "--target", path, "--method", "ynet",
+                                  "--out", str(tmp_path / "no"), *TINY_TRAIN])  # fmt: skip
+    assert refused.exit_code == 1 and "choose one with --target-channel N" in refused.output
+    recal = runner.invoke(app, ["recalibrate", str(plain), "--target", path, "--target-channel",
+                                "1", "--out", str(tmp_path / "bn"), "--batches", "2"])  # fmt: skip
+    assert recal.exit_code == 0, recal.output
+    tuned = runner.invoke(app, ["finetune", str(plain), "--target", path, "--target-channel",
+                                "1", "--target-labels", str(labels), "--out", str(tmp_path / "ft"),
+                                *TINY_TRAIN[:-2]])  # fmt: skip  # the network is the run's
+    assert tuned.exit_code == 0, tuned.output
+    tiff = runner.invoke(app, ["recalibrate", str(plain), "--target", str(CROPS / "vnc/raw.tif"),
+                               "--target-channel", "0", "--out", str(tmp_path / "x")])  # fmt: skip
+    assert tiff.exit_code == 1 and "--target-channel 0: applies to OME-Zarr images" in tiff.output
+
+
 def test_hdf5_datasets_open_by_address_or_key_with_their_resolution(tmp_path):
     h5py = pytest.importorskip("h5py")
     data = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)

@@ -15,7 +15,16 @@ from emda import __version__
 from emda.cli.common import app
 
 # each module registers its commands on `app`; this order is the order of `emda --help`
-for _module in ("train", "predict", "postprocess", "evaluate", "export", "describe", "data"):
+for _module in (
+    "train",
+    "recalibrate",
+    "predict",
+    "postprocess",
+    "evaluate",
+    "export",
+    "describe",
+    "data",
+):
     import_module(f"emda.cli.{_module}")
 
 __all__ = ["app", "main"]

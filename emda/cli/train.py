@@ -1,4 +1,4 @@
-"""``emda adapt``, ``emda finetune`` and ``emda recalibrate``: commands that make a run."""
+"""``emda adapt`` and ``emda finetune``: commands that train a run."""
 
 import dataclasses
 from pathlib import Path
@@ -13,6 +13,7 @@ from emda.cli.common import (
     PrecisionOpt,
     QuietOpt,
     ResumeOpt,
+    TargetChannelOpt,
     ThreadsOpt,
     app,
     console,
@@ -171,6 +172,14 @@ def adapt(
     target_z: Annotated[
         str | None, typer.Option(help="Target slices START:STOP to adapt on.", rich_help_panel=D)
     ] = None,
+    source_channel: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Channel of a multichannel OME-Zarr source (from 0); once for all or once each.",
+            rich_help_panel=D,
+        ),
+    ] = None,
+    target_channel: TargetChannelOpt = None,
     target_planes: Annotated[
         TargetPlanes,
         typer.Option(
@@ -266,14 +275,16 @@ def adapt(
     except ValueError as exc:
         raise EmdaError(f"--base-channels/--depth: {exc}") from None
     voxel = parse_voxel_size(voxel_size)
-    sources = source_specs(source, source_labels, source_z or [], voxel, foreground)
+    sources = source_specs(source, source_labels, source_z or [], voxel, foreground,
+                           source_channel or [])  # fmt: skip
     tgt = None
     if target:
         tgt_voxel = parse_voxel_size(target_voxel_size, "--target-voxel-size")
-        tgt = VolumeSpec(target, None, target_z, tgt_voxel)
-    elif target_voxel_size or target_z:
-        raise EmdaError(f"{'--target-voxel-size' if target_voxel_size else '--target-z'} "
-                        "needs --target")  # fmt: skip
+        tgt = VolumeSpec(target, None, target_z, tgt_voxel, channel=target_channel)
+    elif given := [name for name, value in (("--target-voxel-size", target_voxel_size),
+                   ("--target-z", target_z), ("--target-channel", target_channel))
+                   if value is not None]:  # fmt: skip
+        raise EmdaError(f"{given[0]} needs --target")
     settings = resolved(ctx)
     common = dict(
         model_config=model, normalization=Normalization(lower_percentile, upper_percentile),
@@ -291,19 +302,28 @@ def adapt(
     report_run(summary)
 
 
-def source_specs(raws, labels, z_ranges, voxel, foreground) -> list:
-    """One VolumeSpec per --source, paired in order with --source-labels (and --source-z,
-    given once for all or once each)."""
+def source_specs(raws, labels, z_ranges, voxel, foreground, channels=()) -> list:
+    """One VolumeSpec per --source, paired in order with --source-labels (and --source-z
+    and --source-channel, each given once for all or once each)."""
     from emda.training.adapt import VolumeSpec
 
     if len(labels) != len(raws):
         raise EmdaError(
             f"--source-labels: {len(labels)} given for {len(raws)} --source volumes (one each)"
         )
-    if len(z_ranges) > 1 and len(z_ranges) != len(raws):
-        raise EmdaError(f"--source-z: give it once, or once per --source ({len(raws)})")
-    zs = z_ranges if len(z_ranges) > 1 else [z_ranges[0] if z_ranges else None] * len(raws)
-    return [VolumeSpec(r, y, z, voxel, foreground) for r, y, z in zip(raws, labels, zs)]
+    zs, cs = (
+        once_or_each(z_ranges, raws, "--source-z"),
+        once_or_each(channels, raws, "--source-channel"),
+    )
+    return [VolumeSpec(r, y, z, voxel, foreground, c)
+            for r, y, z, c in zip(raws, labels, zs, cs, strict=True)]  # fmt: skip
+
+
+def once_or_each(values, raws, option: str) -> list:
+    """An option given once for every --source, or once per --source in order."""
+    if len(values) > 1 and len(values) != len(raws):
+        raise EmdaError(f"{option}: give it once, or once per --source ({len(raws)})")
+    return list(values) if len(values) > 1 else [values[0] if values else None] * len(raws)
 
 
 @app.command(no_args_is_help=True)
@@ -338,6 +358,7 @@ def finetune(
         float | None,
         typer.Option(help="Foreground label value if not a {0,1}/{0,255} mask.", rich_help_panel=D),
     ] = None,
+    target_channel: TargetChannelOpt = None,
     **options,
 ) -> None:
     """Continue a run on a fraction of the target labels (works after any method)."""
@@ -346,7 +367,7 @@ def finetune(
 
     summary = api.finetune(
         run,
-        VolumeSpec(target, target_labels, target_z, None, foreground),
+        VolumeSpec(target, target_labels, target_z, None, foreground, target_channel),
         out,
         fraction=fraction,
         config=train_config(options),
@@ -357,41 +378,3 @@ def finetune(
         resolved_config=resolved(ctx),
     )
     report_run(summary)
-
-
-@app.command(no_args_is_help=True)
-@user_errors
-def recalibrate(
-    run: Annotated[Path, typer.Argument(help="Run directory (or checkpoint.pt) to start from.")],
-    target: Annotated[str, typer.Option(help="Unlabelled target raw volume.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    target_z: Annotated[
-        str | None, typer.Option(help="Target slices START:STOP to estimate statistics on.")
-    ] = None,
-    batches: Annotated[
-        int, typer.Option(help="Batches of target patches to average the statistics over.")
-    ] = 100,
-    resample: Annotated[
-        bool,
-        typer.Option(
-            help="Resample target patches to the model's pixel size when the target's "
-            "differs by more than 10 %."
-        ),
-    ] = True,
-    device: DeviceOpt = DeviceChoice.auto,
-    threads: ThreadsOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Re-estimate a model's batch-norm statistics on a target (AdaBN): no training, no labels.
-
-    The step `adapt` ends with by default, for any finished run, e.g. a model trained
-    elsewhere that now meets a new microscope.
-    """
-    from emda import api
-    from emda.training.adapt import VolumeSpec
-
-    done = api.recalibrate(
-        run, VolumeSpec(target, None, target_z), out, batches=batches, resample=resample,
-        device=setup(device, threads), overwrite=overwrite,
-    )  # fmt: skip
-    console.print(f"recalibrated model written to {done / 'checkpoint.pt'}")

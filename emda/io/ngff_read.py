@@ -46,8 +46,11 @@ def spatial_voxel_size(scale: list, axes: list[dict], where: object) -> tuple | 
     return tuple([1.0] * (3 - len(sizes)) + sizes)
 
 
-def select_spatial(array: Any, axes: list[dict], channel: int | None, where: object) -> Any:
-    """``array`` as a (z, y, x) or (y, x) array: non-space axes fixed to one index."""
+def select_spatial(
+    array: Any, axes: list[dict], channel: int | None, where: object, option: str = "--channel"
+) -> Any:
+    """``array`` as a (z, y, x) or (y, x) array: non-space axes fixed to one index;
+    ``option`` names the command's channel option in errors."""
     if len(axes) != array.ndim:
         raise EmdaError(f"{where}: metadata lists {len(axes)} axes for an array of "
                         f"{array.ndim} dimensions")  # fmt: skip
@@ -59,9 +62,9 @@ def select_spatial(array: Any, axes: list[dict], channel: int | None, where: obj
         if axis["type"] == "channel" and size > 1:
             if channel is None:
                 raise EmdaError(f"{where}: has {size} channels (axis {axis['name']!r}); "
-                                "choose one with --channel N")  # fmt: skip
+                                f"choose one with {option} N")  # fmt: skip
             if not 0 <= channel < size:
-                raise EmdaError(f"--channel {channel}: {where} has channels 0..{size - 1}")
+                raise EmdaError(f"{option} {channel}: {where} has channels 0..{size - 1}")
             fixed[i] = channel
         elif size > 1:
             raise EmdaError(f"{where}: axis {axis['name']!r} has {size} entries; emda reads "
@@ -69,7 +72,7 @@ def select_spatial(array: Any, axes: list[dict], channel: int | None, where: obj
         else:
             fixed[i] = 0
     if channel is not None and not any(a["type"] == "channel" for a in axes):
-        raise EmdaError(f"--channel {channel}: {where} has no channel axis")
+        raise EmdaError(f"{option} {channel}: {where} has no channel axis")
     return array if not fixed else AxisSelection(array, fixed)
 
 

@@ -175,17 +175,19 @@ def open_volume(
     key: str | None = None,
     voxel_size: VoxelSize | None = None,
     channel: int | None = None,
+    channel_option: str = "--channel",
 ) -> Volume:
     """Open a volume for reading; ``voxel_size`` (nm) overrides the file's metadata;
-    ``channel`` picks one channel of a multichannel OME-Zarr image."""
+    ``channel`` picks one channel of a multichannel OME-Zarr image (``channel_option``:
+    the option that gave it, for errors)."""
     store, key = split_address(path, key)
     if is_zarr(store):
-        volume = _open_zarr(store, key, path, channel)
+        volume = _open_zarr(store, key, path, channel, channel_option)
     else:
         from emda.io import readers  # TIFF, HDF5, MRC
 
         if channel is not None:
-            raise EmdaError(f"--channel {channel}: applies to OME-Zarr images, not {path}")
+            raise EmdaError(f"{channel_option} {channel}: applies to OME-Zarr images, not {path}")
         volume = readers.open_file(store, key, path)
     if voxel_size is not None:
         volume.voxel_size = tuple(float(v) for v in voxel_size)  # type: ignore[assignment]
@@ -195,7 +197,9 @@ def open_volume(
     return volume
 
 
-def _open_zarr(store: Path, key: str | None, address, channel: int | None = None) -> Volume:
+def _open_zarr(
+    store: Path, key: str | None, address, channel: int | None = None, option: str = "--channel"
+) -> Volume:
     import zarr
 
     if not store.exists():
@@ -210,9 +214,9 @@ def _open_zarr(store: Path, key: str | None, address, channel: int | None = None
         node, voxel, dataset, axes = _array_in_group(node, address)
         inner = "/".join(k for k in (key, dataset) if k)
     if axes is not None or node.ndim > 3:
-        node = select_spatial(node, axes or axes_of(None, node.ndim), channel, address)
+        node = select_spatial(node, axes or axes_of(None, node.ndim), channel, address, option)
     elif channel is not None:
-        raise EmdaError(f"--channel {channel}: {address} has no channel axis")
+        raise EmdaError(f"{option} {channel}: {address} has no channel axis")
     voxel = _zarr_voxel_size(node.attrs) or voxel
     return Volume(node, str(address), voxel, location=str(store / inner if inner else store))
 

@@ -22,13 +22,26 @@ class VolumeSpec:
     z_range: str | None = None
     voxel_size: tuple[float, float, float] | None = None
     foreground: float | None = None
+    channel: int | None = None  # of a multichannel OME-Zarr raw volume
+
+
+def channel_option(role: str) -> str:
+    """The option that picks a ``role`` volume's channel: ``--source-channel``,
+    ``--target-channel``."""
+    return f"--{role}-channel"
+
+
+def open_raw(spec: VolumeSpec, role: str) -> Volume:
+    """The raw volume of ``spec`` (its voxel size and channel applied)."""
+    return open_volume(spec.raw, voxel_size=spec.voxel_size, channel=spec.channel,
+                       channel_option=channel_option(role))  # fmt: skip
 
 
 def load_training_volume(spec: VolumeSpec, role: str) -> tuple[Volume, Volume | None, list[int]]:
     check_voxel_size(
         spec.voxel_size, f"--{role}-voxel-size" if role != "source" else "--voxel-size"
     )
-    raw = open_volume(spec.raw, voxel_size=spec.voxel_size)
+    raw = open_raw(spec, role)
     labels = None
     if spec.labels:
         labels = read_labels(spec.labels, foreground=spec.foreground)

@@ -29,10 +29,10 @@ import torch
 
 from emda.data.planes import is_isotropic
 from emda.errors import EmdaError
-from emda.io.volume import open_volume
 from emda.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from emda.training.adapt import RunSummary, VolumeSpec, adapt, resolve_method
 from emda.training.config import TrainConfig
+from emda.training.inputs import open_raw
 from emda.training.recipe import AUTO_PLANES, Recipe, check_recipe, has_teacher, stage_dir_name
 from emda.training.run_dir import check_run_dir, prepare_run_dir, write_config, writes_run
 from emda.training.state import CHECKPOINT_NAME, STATE_NAME
@@ -85,7 +85,7 @@ def adapt_with_recipe(
         (run_dir / STAGES_DIR).mkdir()
         write_config(run_dir, "adapt", resolved)
         _write(run_dir, record)
-    tgt = open_volume(target.raw, voxel_size=target.voxel_size)
+    tgt = open_raw(target, "target")
     kept: Path | None = None
     kept_stats: dict | None = None
     for i, stage in enumerate(recipe.stages, 1):
