@@ -218,6 +218,9 @@ CASES = [
          "tcp://127.0.0.1:1", 1, "--scheduler and --workers"),
     Case("threshold outside [0, 1]", f"{PRED} {{d}}/tiny.tif {OUT} --mask {{o}}/m.tif "
          "--threshold 1.5", 1, "--threshold 1.5: must be in [0, 1]"),
+    Case("evaluate with more --labels than predictions, fewer than one each",
+         "evaluate {d}/prob.tif {d}/prob.tif {d}/prob.tif --labels {d}/labnone.tif --labels "
+         "{d}/labnone.tif", 1, "--labels: 2 given for 3 predictions"),
     Case("evaluate threshold outside [0, 1]",
          "evaluate {d}/prob.tif --labels {d}/labnone.tif --threshold -1", 1, "threshold"),
     Case("bad --voxel-size", f"{PRED} {{d}}/tiny.tif {OUT} --voxel-size 5,-1,2", 1,

@@ -23,6 +23,7 @@ def methods(
     registry = load_registry()
     if as_json:
         data = {
+            "schema": METHODS_SCHEMA,
             "methods": [
                 {
                     "name": m.name,
@@ -121,7 +122,9 @@ def info(
     out.print(table)
 
 
-INFO_SCHEMA = "emda-info/1"  # bumped when a field changes meaning or goes away
+# bumped when a field changes meaning or goes away (emda/schemas/*.schema.json)
+INFO_SCHEMA = "emda-info/1"
+METHODS_SCHEMA = "emda-methods/1"
 
 
 def run_json(p: Path) -> dict:

@@ -22,7 +22,15 @@ def evaluate(
     predictions: Annotated[
         list[str], typer.Argument(help="Prediction volumes (probabilities or masks).")
     ],
-    labels: Annotated[str, typer.Option("--labels", "-l", help="Ground-truth mask.")],
+    labels: Annotated[
+        list[str],
+        typer.Option(
+            "--labels",
+            "-l",
+            help="Ground truth (a mask or a label image): once for every prediction, or once "
+            "per prediction in order.",
+        ),
+    ],
     threshold: Annotated[float, typer.Option(help="Probability threshold in [0, 1].")] = 0.5,
     z_range: Annotated[
         str | None, typer.Option(help="Score only slices START:STOP (half-open).")
@@ -39,8 +47,9 @@ def evaluate(
         bool,
         typer.Option(
             "--instances",
-            help="Also match objects one to one: F1 and AP at IoU 0.5 and 0.75, panoptic "
-            "quality (the truth's objects: its labels, or a mask's connected components).",
+            help="Also match objects one to one: F1 and AP at IoU thresholds of 0.5 and 0.75, "
+            "panoptic quality (the truth's objects: its labels, or a mask's connected "
+            "components).",
         ),
     ] = False,
     min_size: Annotated[
@@ -62,12 +71,14 @@ def evaluate(
     """Score predictions against ground truth: IoU, Dice, precision, recall."""
     from emda import api
 
-    check_reports({"--json": json_out, "--csv": csv_out}, [*predictions, labels], overwrite)
+    check_reports({"--json": json_out, "--csv": csv_out}, [*predictions, *labels], overwrite)
     results = api.evaluate(
         predictions, labels, threshold=threshold, z_range=z_range, foreground=foreground,
         key=key, labels_key=labels_key, instances=instances, min_size=min_size,
     )  # fmt: skip
-    table = Table(title=f"against {labels}" + (f" (z {z_range})" if z_range else ""))
+    one = len(set(labels)) == 1
+    against = f"against {labels[0]}" if one else "each against its --labels"
+    table = Table(title=against + (f" (z {z_range})" if z_range else ""))
     for col in ("prediction", "IoU", "Dice", "precision", "recall"):
         table.add_column(col, justify="left" if col == "prediction" else "right", overflow="fold")
     for r in results:
@@ -78,7 +89,7 @@ def evaluate(
             table.add_row(name, *(f"{s[k]:.4f}" for k in SCORES), style=style)
     out.print(table)
     if instances:
-        out.print(instance_table(results))
+        out.print(instance_table(results, one))
     if json_out is not None:
         text = json.dumps([r.to_dict(per_slice) for r in results], indent=2)
         write_atomically(json_out, lambda tmp: Path(tmp).write_text(text))
@@ -87,15 +98,18 @@ def evaluate(
         write_atomically(csv_out, lambda tmp: Path(tmp).write_text(table_text))
 
 
-def instance_table(results) -> Table:
+def instance_table(results, one_truth: bool = True) -> Table:
     found = results[0].instances
-    table = Table(title=f"objects ({found.true} true: {found.truth_objects})")
+    title = f"objects ({found.true} true: {found.truth_objects})" if one_truth else "objects"
+    table = Table(title=title)
     columns = ("f1_50", "f1_75", "ap50", "ap75", "pq")
-    for col in ("prediction", "objects", *columns):
+    counts = ("objects",) if one_truth else ("objects", "true")
+    for col in ("prediction", *counts, *columns):
         table.add_column(col, justify="left" if col == "prediction" else "right", overflow="fold")
     for r in results:
-        s = r.instances.scores
-        table.add_row(r.prediction, str(r.instances.predicted), *(f"{s[c]:.4f}" for c in columns))
+        s, n = r.instances.scores, [str(r.instances.predicted)]
+        n += [] if one_truth else [str(r.instances.true)]
+        table.add_row(r.prediction, *n, *(f"{s[c]:.4f}" for c in columns))
     return table
 
 

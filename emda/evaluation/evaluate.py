@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +35,21 @@ class Evaluation:
             "truth": self.truth,
             "threshold": self.threshold,
             "z_range": list(self.z_range),
-            **self.total.scores(),
+            **_defined(self.total.scores()),
             **self.total.counts(),
         }
         if per_slice:  # the CSV's rows: scores and the counts they come from
-            out["per_slice"] = [{"z": z, **c.scores(), **c.counts()} for z, c in self.per_slice]
+            out["per_slice"] = [{"z": z, **_defined(c.scores()), **c.counts()}
+                                for z, c in self.per_slice]  # fmt: skip
         if self.instances is not None:
-            out["instances"] = self.instances.to_dict()
+            out["instances"] = _defined(self.instances.to_dict())
         return out
+
+
+def _defined(values: dict) -> dict:
+    """NaN (precision without predicted pixels, ...) as JSON's null, which every parser
+    reads; NaN is not JSON."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 def parse_z_range(text: str | None, depth: int, option: str = "--z-range") -> tuple[int, int]:
@@ -133,7 +141,7 @@ def score_volume(
 
 def evaluate(
     predictions: list[str],
-    labels: str,
+    labels: str | list[str],
     *,
     threshold: float = 0.5,
     z_range: str | None = None,
@@ -146,10 +154,13 @@ def evaluate(
     """Score each prediction file (probabilities or a mask) against the ground truth
     ``labels`` (a mask, or a label image): IoU, Dice, precision and recall, overall and
     per slice; with ``instances``, also the object metrics of
-    :mod:`emda.evaluation.instances` (predicted objects under ``min_size`` nm^3 dropped)."""
-    truth = open_volume(labels, labels_key)
+    :mod:`emda.evaluation.instances` (predicted objects under ``min_size`` nm^3 dropped).
+    ``labels``: one ground truth for every prediction, or one per prediction, in order."""
+    paired = pair_labels(predictions, labels)
+    truths = {path: open_volume(path, labels_key) for path in dict.fromkeys(paired)}
     results = []
-    for path in predictions:
+    for path, truth_path in zip(predictions, paired, strict=True):
+        truth = truths[truth_path]
         prediction = open_volume(path, key)
         result = score_volume(prediction, _as_mask(truth, foreground), threshold, z_range,
                               foreground)  # fmt: skip
@@ -161,6 +172,17 @@ def evaluate(
                                                min_size)  # fmt: skip
         results.append(result)
     return results
+
+
+def pair_labels(predictions: list[str], labels: str | list[str]) -> list[str]:
+    """The ground truth of each prediction: ``labels`` given once or once per prediction."""
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    if len(labels) == 1:
+        return labels * len(predictions)
+    if len(labels) != len(predictions):
+        raise EmdaError(f"--labels: {len(labels)} given for {len(predictions)} predictions "
+                        "(give one for all, or one per prediction in order)")  # fmt: skip
+    return labels
 
 
 def _as_mask(truth: Volume, foreground: float | None) -> Volume:
