@@ -281,3 +281,85 @@ def test_predict_several_volumes_names_each_output(tmp_path):
                                   open_volume(tmp_path / "pred/cell2.zarr").read())  # fmt: skip
     again = runner.invoke(app, ["predict", str(run), *inputs, "-o", out])
     assert again.exit_code == 1 and "already exists" in again.output  # before any work
+
+
+def test_predictions_are_written_as_hdf5_and_mrc_that_their_libraries_read(tmp_path):
+    """HDF5 (a dataset with its voxel size as ilastik and CREMI files give it) and MRC
+    (voxel size in the header), read back by h5py and mrcfile, and by emda as the same
+    probabilities and mask as a TIFF output."""
+    h5py = pytest.importorskip("h5py")
+    mrcfile = pytest.importorskip("mrcfile")
+    from .conftest import CROPS
+
+    raw = str(CROPS / "vnc/raw.tif")
+    args = ["predict", "emda:vnc", raw, "--quiet", "--precision", "float32"]
+    for out in (["-o", str(tmp_path / "p.tif"), "--mask", str(tmp_path / "m.tif")],
+                ["-o", str(tmp_path / "p.h5/prob"), "--mask", str(tmp_path / "m.mrc")],
+                ["-o", str(tmp_path / "p.mrc"), "--mask", str(tmp_path / "m.h5")]):  # fmt: skip
+        result = runner.invoke(app, [*args, *out])
+        assert result.exit_code == 0, result.output
+    prob, mask = tifffile.imread(tmp_path / "p.tif"), tifffile.imread(tmp_path / "m.tif")
+    with h5py.File(tmp_path / "p.h5", "r") as fh:
+        assert list(fh) == ["prob"]
+        np.testing.assert_array_equal(fh["prob"][:], prob)
+        assert tuple(fh["prob"].attrs["resolution"]) == pytest.approx((50, 4.6, 4.6))
+        assert tuple(fh["prob"].attrs["element_size_um"]) == pytest.approx((0.05, 0.0046, 0.0046))
+        assert fh["prob"].attrs["emda_complete"]
+    with h5py.File(tmp_path / "m.h5", "r") as fh:
+        np.testing.assert_array_equal(fh["data"][:], mask)
+    with mrcfile.open(tmp_path / "m.mrc") as mrc:
+        assert mrc.data.dtype == np.int8  # MRC has no uint8: a mask fits int8
+        np.testing.assert_array_equal(mrc.data, mask)
+        assert tuple(mrc.voxel_size.item()) == pytest.approx((46, 46, 500))  # angstrom, x y z
+    with mrcfile.open(tmp_path / "p.mrc") as mrc:
+        assert mrc.data.dtype == np.float32  # uint8 probabilities as p in [0, 1]
+        np.testing.assert_allclose(mrc.data * 255, prob, atol=1e-3)
+    for name in ("p.h5/prob", "p.mrc", "m.mrc", "m.h5"):
+        volume = open_volume(tmp_path / name)
+        assert volume.voxel_size == pytest.approx((50, 4.6, 4.6)), name
+    scores = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "p.h5/prob"),
+                                 str(tmp_path / "p.mrc"), str(tmp_path / "m.mrc"), "--labels",
+                                 str(CROPS / "vnc/labels.tif"), "--json",
+                                 str(tmp_path / "s.json")])  # fmt: skip
+    assert scores.exit_code == 0, scores.output
+    import json
+
+    ious = [e["iou"] for e in json.loads((tmp_path / "s.json").read_text())]
+    assert ious == pytest.approx([ious[0]] * 4)
+
+
+def test_an_hdf5_output_never_replaces_other_datasets_and_mrc_has_no_inner_path(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from .conftest import CROPS
+
+    shared = tmp_path / "lab.h5"
+    with h5py.File(shared, "w") as fh:
+        fh["raw"] = open_volume(CROPS / "vnc/raw.tif").read()
+    before = shared.read_bytes()
+    args = ["predict", "emda:vnc", str(CROPS / "vnc/raw.tif"), "--quiet", "--overwrite", "-o"]
+    other = runner.invoke(app, [*args, f"{shared}/prob"])
+    assert other.exit_code == 1
+    assert "holds other datasets (raw); emda writes a whole new file" in other.output
+    itself = runner.invoke(app, ["predict", "emda:vnc", f"{shared}/raw", "-o", f"{shared}/prob"])
+    assert itself.exit_code == 1 and "would overwrite the input" in itself.output
+    assert shared.read_bytes() == before
+    inner = runner.invoke(app, [*args, str(tmp_path / "p.mrc/prob")])
+    assert inner.exit_code == 1 and "p.mrc/prob: unsupported output type" in inner.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.h5"]
+
+
+def test_instances_go_to_hdf5_with_their_record_and_mrc_refuses_wide_labels(tmp_path):
+    pytest.importorskip("h5py")
+    from .conftest import CROPS
+
+    prob = tmp_path / "p.h5/prob"
+    args = ["predict", "emda:vnc", str(CROPS / "vnc/raw.tif"), "-o", str(prob), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    done = runner.invoke(app, ["instances", str(prob), "-o", str(tmp_path / "lab.h5")])
+    assert done.exit_code == 0, done.output
+    labels = open_volume(tmp_path / "lab.h5")
+    assert labels.attributes()["emda_instances"]["count"] == int(labels.read().max())
+    refused = runner.invoke(app, ["instances", str(prob), "-o", str(tmp_path / "lab.mrc")])
+    assert refused.exit_code == 1
+    assert "MRC has no integer type for uint32 labels" in refused.output
+    assert not (tmp_path / "lab.mrc").exists()

@@ -155,7 +155,7 @@ def volume_json(path: str, key: str | None, channel: int | None = None) -> dict:
 
     volume = open_volume(path, key, channel=channel)
     rng = Normalization().fit(volume)
-    attrs = dict(getattr(volume.array, "attrs", None) or {})
+    attrs = volume.attributes()
     return {
         "kind": "volume", "path": str(path), "shape": list(volume.shape),
         "dtype": str(volume.dtype), "on_disk": volume.lazy,
@@ -239,7 +239,7 @@ def volume_rows(path: str, key: str | None, channel: int | None = None) -> dict[
         "voxel size (z, y, x) nm": str(volume.voxel_size),
         "1st-99th percentile": f"{rng.low:g} - {rng.high:g}",
     }
-    attrs = dict(getattr(volume.array, "attrs", None) or {})
+    attrs = volume.attributes()
     if "emda_ensemble_inputs" in attrs:  # written by `emda ensemble`
         inputs = attrs["emda_ensemble_inputs"]
         rows[f"mean of {len(inputs)} predictions"] = ", ".join(map(str, inputs))

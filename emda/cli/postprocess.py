@@ -32,7 +32,8 @@ def ensemble(
         typer.Argument(help="Predictions of one volume (emda predict outputs, or masks)."),
     ],
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Mean probability (.tif, .zarr).")
+        str | None,
+        typer.Option("--output", "-o", help="Mean probability (.tif, .zarr, .h5, .mrc)."),
     ] = None,
     mask: Annotated[
         str | None, typer.Option(help="Binary mask of the mean at --threshold.")
@@ -66,7 +67,9 @@ def ensemble(
 @user_errors
 def clean(
     prediction: Annotated[str, typer.Argument(help="A prediction (probabilities or a mask).")],
-    mask: Annotated[str, typer.Option(help="Cleaned binary mask (.tif, .zarr, .ome.zarr).")],
+    mask: Annotated[
+        str, typer.Option(help="Cleaned binary mask (.tif, .zarr, .ome.zarr, .h5, .mrc).")
+    ],
     sizes_from: Annotated[
         str | None,
         typer.Option(help="Labels to read the sizes from, e.g. the source's training labels."),
@@ -113,7 +116,10 @@ def clean(
 def instances(
     prediction: Annotated[str, typer.Argument(help="A prediction (emda predict) or a mask.")],
     output: Annotated[
-        str, typer.Option("--output", "-o", help="Label image (.tif, .zarr): 0 background.")
+        str,
+        typer.Option(
+            "--output", "-o", help="Label image (.tif, .zarr, .ome.zarr, .h5): 0 background."
+        ),
     ],
     threshold: ThresholdOpt = 0.5,
     min_size: Annotated[

@@ -50,12 +50,11 @@ def predict(
     ],
     output: Annotated[
         str | None,
-        typer.Option(
-            "--output", "-o", help="Probabilities (.tif, .zarr, or .ome.zarr for OME-Zarr)."
-        ),
+        typer.Option("--output", "-o", help="Probabilities (.tif, .zarr, .ome.zarr, .h5, .mrc)."),
     ] = None,
     mask: Annotated[
-        str | None, typer.Option(help="Binary mask at --threshold (.tif, .zarr, .ome.zarr).")
+        str | None,
+        typer.Option(help="Binary mask at --threshold (.tif, .zarr, .ome.zarr, .h5, .mrc)."),
     ] = None,
     key: KeyOpt = None,
     channel: ChannelOpt = None,

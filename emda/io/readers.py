@@ -131,8 +131,11 @@ def open_hdf5(path: Path, key: str | None, address) -> Volume:
         names: list[str] = []  # every dataset below, nested ones by their path
         group.visititems(lambda n, item: names.append(n) if isinstance(item, h5py.Dataset)
                          else None)  # fmt: skip
-        raise EmdaError(f"{address}: name a dataset as {path}/NAME or with --key (datasets "
-                        f"here: {', '.join(names) or 'none'})")  # fmt: skip
+        if len(names) != 1:  # one dataset (as emda and many exporters write) needs no name
+            raise EmdaError(f"{address}: name a dataset as {path}/NAME or with --key "
+                            f"(datasets here: {', '.join(names) or 'none'})")  # fmt: skip
+        key = "/".join(k for k in (key, names[0]) if k)
+        node = handle[key]
     location = f"{path}/{key}"
     return Volume(node, str(address), _hdf5_voxel_size(node.attrs, address), location=location)
 

@@ -9,6 +9,7 @@ A 2D image is a volume with z = 1. Addresses look like ``raw.tif``,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ class Volume:
     def lazy(self) -> bool:
         """Read block by block from disk (zarr, HDF5, a memory-mapped MRC file)."""
         return not isinstance(self.array, np.ndarray) or isinstance(self.array, np.memmap)
+
+    def attributes(self) -> dict:
+        """The array's attributes (zarr, HDF5) as plain values; in HDF5, where emda keeps
+        its structured attributes as JSON text, decoded."""
+        attrs = dict(getattr(self.array, "attrs", None) or {})
+        return {k: _plain_attribute(v) for k, v in attrs.items()}
 
     def read(self, z: int | slice = slice(None), y: slice = slice(None), x: slice = slice(None)):
         """Read a block as a numpy array; ``z`` an int gives a 2D slice."""
@@ -323,3 +330,16 @@ def parse_voxel_size(text: str | None, option: str = "--voxel-size") -> VoxelSiz
     if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
         raise EmdaError(f"{option} {text}: expected three positive numbers Z,Y,X in nm")
     return (values[0], values[1], values[2])
+
+
+def _plain_attribute(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

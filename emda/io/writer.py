@@ -1,7 +1,8 @@
 """Write volumes so that nothing half-written ever appears under an output's name.
 
 :class:`VolumeWriter` writes block by block into a partial zarr array beside the
-output and turns it into the output (TIFF, zarr or OME-Zarr) only on ``commit``;
+output and turns it into the output (zarr or OME-Zarr by a rename; TIFF, HDF5 or MRC
+written whole by :mod:`emda.io.file_writers`) only on ``commit``;
 :func:`all_or_nothing` commits a group of writers together or removes them all.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from emda.errors import EmdaError
+from emda.io.file_writers import check_file_output, file_kind, write_file
 from emda.io.volume import VoxelSize, is_zarr, split_address
 from emda.safety.locks import output_lock
 from emda.safety.paths import check_output
@@ -79,10 +81,14 @@ class VolumeWriter:
         self.voxel_size = voxel_size
         self.attrs = dict(attrs or {})
         self.job = json.loads(json.dumps(job or {}))  # as it reads back from JSON
-        self.tiff = not is_zarr(self.store)
+        # TIFF, HDF5, MRC: written whole from the partial array on commit
+        self.file_kind = None if is_zarr(self.store) else file_kind(self.store)
+        self.single_file = self.file_kind is not None
+        if self.single_file:
+            check_file_output(self.store, self.key, self.dtype, "--output")
         # an OME-Zarr (NGFF 0.5) image: a group holding level "0" and ``pyramid`` levels
         # below it, each half the size in y and x
-        in_ome = not self.tiff and self.store.name.lower().endswith(".ome.zarr")
+        in_ome = not self.single_file and self.store.name.lower().endswith(".ome.zarr")
         # labels of an OME-Zarr image go to its labels/ group, each an image itself
         under_labels = bool(self.key) and re.fullmatch(r"labels/[^/]+", self.key) is not None
         self.label_name = self.key.split("/")[1] if in_ome and under_labels else None
@@ -91,7 +97,7 @@ class VolumeWriter:
         self.ngff = self._ngff_version(ngff)
         if pyramid and not self.ome:
             raise EmdaError(f"--pyramid {pyramid}: needs an .ome.zarr output, not {path}")
-        if self.tiff:
+        if self.single_file:
             self._final = self.store
             self.partial = self.store.with_name(self.store.name + PARTIAL_SUFFIX + ".zarr")
         else:
@@ -159,7 +165,7 @@ class VolumeWriter:
         from emda.io.ome import array_options
 
         fmt = 2 if self.ome and self.ngff == "0.4" else 3
-        if self.key:  # keep the format of the group the output goes into
+        if self.key and not self.single_file:  # keep the format of the group it goes into
             parent = self._final.parent
             if parent.exists() and (parent / ".zgroup").exists():
                 fmt = 2
@@ -216,8 +222,8 @@ class VolumeWriter:
             self._release()
 
     def _commit(self) -> None:
-        if self.tiff:
-            self._commit_tiff()
+        if self.single_file:
+            self._commit_file()
             _remove(self.partial)
             return
         attrs = dict(self._array.attrs)
@@ -256,26 +262,12 @@ class VolumeWriter:
             if tmp.exists():
                 _remove(tmp)
 
-    def _commit_tiff(self) -> None:
-        import tifffile
-
+    def _commit_file(self) -> None:
         tmp = self.store.with_name(self.store.name + f".emda-tmp-{uuid.uuid4().hex[:8]}")
-        kwargs: dict[str, Any] = {"compression": "zlib"}
-        if self.voxel_size is not None:
-            vz, vy, vx = self.voxel_size
-            kwargs.update(resolution=(1 / vx, 1 / vy), resolutionunit="NONE")
-            meta = {"axes": "ZYX", "spacing": vz, "unit": "nm"}
-        else:
-            meta = {"axes": "ZYX"}
+        attrs = {k: v for k, v in self.attrs.items() if v is not None}
         try:
-            with open(tmp, "wb") as fh:
-                # page by page from the partial array: memory holds one slice, not the volume
-                pages = (self._array[z] for z in range(self.shape[0]))
-                tifffile.imwrite(fh, data=pages, shape=self.shape, dtype=self.dtype,
-                                 imagej=_imagej_ok(self.dtype), metadata=meta,
-                                 **kwargs)  # fmt: skip
-                fh.flush()
-                os.fsync(fh.fileno())
+            write_file(self.file_kind, tmp, self._array, self.shape, self.dtype,
+                       self.voxel_size, {**attrs, COMPLETE_ATTR: True}, self.key)  # fmt: skip
             os.replace(tmp, self.store)
         finally:
             if tmp.exists():
@@ -296,10 +288,6 @@ class VolumeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
-
-
-def _imagej_ok(dtype: np.dtype) -> bool:
-    return dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 
 
 def _remove(path: Path) -> None:

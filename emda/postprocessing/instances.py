@@ -88,8 +88,7 @@ def choose_min_size(volume: Volume, min_size: float | None, run: str | None,
 
         record, where = recorded(load_checkpoint(run).training), str(run)
     else:
-        attrs = dict(getattr(volume.array, "attrs", None) or {})
-        record, where = attrs.get("emda_source_objects"), "the prediction"
+        record, where = volume.attributes().get("emda_source_objects"), "the prediction"
     size = default_min_size(record)
     if size is None or volume.voxel_size is None:
         return None, "none: no record of the source's objects (give --min-size or --run)"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from emda.errors import EmdaError
-from emda.io.volume import TIFF_SUFFIXES, is_zarr, split_address
+from emda.io.volume import HDF5_SUFFIXES, is_zarr, split_address
 
 PathLike = str | os.PathLike
 
@@ -28,6 +28,15 @@ def target_of(address: PathLike, key: str | None = None) -> Path:
         return Path(os.path.realpath(resolve(address)))
     store, key = split_address(address, key)
     return Path(os.path.realpath(store / key if key else store))
+
+
+def written_target(address: PathLike) -> Path:
+    """What writing ``address`` replaces: an HDF5 output is written as a whole new file,
+    so ``vol.h5/prob`` replaces ``vol.h5`` and every dataset in it."""
+    store, _ = split_address(address)
+    if store.suffix.lower() in HDF5_SUFFIXES:
+        return Path(os.path.realpath(store))
+    return target_of(address)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -62,7 +71,7 @@ def refuse_writing_inputs(
     for option, path in outputs.items():
         if path is None:
             continue
-        out = target_of(path)
+        out = written_target(path)
         for given, data in reads:
             if overlaps(out, data, replaced):
                 raise EmdaError(
@@ -72,22 +81,25 @@ def refuse_writing_inputs(
 
 def check_output(path: str | os.PathLike, overwrite: bool, option: str = "--output") -> None:
     """Fail early, before any work, if ``path`` cannot or must not be written."""
+    from emda.io.file_writers import file_kind
+
     store, key = split_address(path)
-    suffix = store.suffix.lower()
-    if not (is_zarr(store) or suffix in TIFF_SUFFIXES):
-        raise EmdaError(f"{option} {path}: unsupported output type (use .tif/.tiff or .zarr)")
-    target = store / key if key else store
+    if not (is_zarr(store) or file_kind(store)):
+        raise EmdaError(f"{option} {path}: unsupported output type (use .tif/.tiff, .zarr, "
+                        ".ome.zarr, .h5 or .mrc)")  # fmt: skip
+    single_file = not is_zarr(store)
+    target = store if single_file else store / key if key else store
     if target.exists() and not overwrite:
         raise EmdaError(f"{option} {path}: already exists (pass --overwrite to replace it)")
-    if target.is_dir() and not is_zarr(store):
-        raise EmdaError(f"{option} {path}: is a directory, not a TIFF file")
+    if target.is_dir() and single_file:
+        raise EmdaError(f"{option} {path}: is a directory, not a file")
     zarr_files = (".zarray", ".zgroup", "zarr.json")
     if target.is_dir() and not any((target / f).exists() for f in zarr_files):
         raise EmdaError(f"{option} {path}: is a directory that is not zarr; --overwrite "
                         "replaces only a zarr output")  # fmt: skip
     if target.exists() and not target.is_dir() and is_zarr(store):
         raise EmdaError(f"{option} {path}: is a file, not a zarr store")
-    parent = store.parent if not key else store if store.exists() else store.parent
+    parent = store.parent if not key or single_file else store if store.exists() else store.parent
     parent = parent if str(parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise EmdaError(f"{option} {path}: {parent} is not a directory")
