@@ -84,3 +84,21 @@ def test_resume_with_other_settings_is_refused_and_ctrl_c_says_how(setup, tmp_pa
     assert other.returncode == 1 and "other settings" in other.stderr
     again = subprocess.run(_predict(setup, out, "--overwrite"), capture_output=True, text=True)
     assert again.returncode == 0 and out.exists()
+
+
+def test_an_output_begun_in_float32_is_not_resumed_in_bfloat16(setup, tmp_path):
+    from emda.precision import cpu_has_bfloat16
+
+    if not cpu_has_bfloat16():
+        pytest.skip("this CPU has no bfloat16 instructions")
+    out = tmp_path / "out.zarr"
+    done = tmp_path / "out.emda-partial.zarr/emda_done.txt"
+    proc = _stop_after(_predict(setup, out, "--precision", "float32"), done, 2, signal.SIGINT)
+    assert proc.returncode == 130
+    mixed = subprocess.run(_predict(setup, out, "--resume", "--precision", "bfloat16"),
+                           capture_output=True, text=True)  # fmt: skip
+    assert mixed.returncode == 1 and "other settings" in mixed.stderr
+    assert "precision" in mixed.stderr
+    same = subprocess.run(_predict(setup, out, "--resume", "--precision", "float32"),
+                          capture_output=True, text=True)  # fmt: skip
+    assert same.returncode == 0, same.stderr
