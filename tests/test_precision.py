@@ -126,3 +126,12 @@ def test_a_run_records_the_precision_it_trained_in(tmp_path, crops, tiny_train):
     assert training["precision_used"] == "bfloat16"
     shown = CliRunner().invoke(app, ["info", str(run), "--json"])
     assert "bfloat16" in json.dumps(json.loads(shown.output))
+
+
+def test_predict_says_which_precision_it_computed_in(tmp_path):
+    raw = str(CROPS / "vnc" / "raw.tif")
+    result = CliRunner().invoke(
+        app, ["predict", "emda:vnc", raw, "-o", str(tmp_path / "p.tif"), "--precision", "float32"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "(xy planes, float32," in " ".join(result.output.split())

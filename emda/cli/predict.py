@@ -197,8 +197,8 @@ def predict(
             )  # fmt: skip
         written = ", ".join(p for p in (out, out_mask) if p)
         console.print(
-            f"wrote {written} ({'+'.join(result.planes)} planes, {result.seconds:.1f} s, "
-            f"{result.voxels_per_second / 1e6:.2f} Mvoxel/s)"
+            f"wrote {written} ({'+'.join(result.planes)} planes, {result.precision}, "
+            f"{result.seconds:.1f} s, {result.voxels_per_second / 1e6:.2f} Mvoxel/s)"
         )
 
 

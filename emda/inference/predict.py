@@ -173,6 +173,7 @@ def predict(
         voxels_per_second=float(np.prod(volume.shape)) / seconds,
         intensity_range=(plan.intensity.low, plan.intensity.high),
         blocks=total,
+        precision=precision_name(dtype),
     )
 
 

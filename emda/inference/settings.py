@@ -48,6 +48,7 @@ class PredictResult:
     voxels_per_second: float
     intensity_range: tuple[float, float]
     blocks: int
+    precision: str = "float32"  # what the network computed in (emda.precision)
 
 
 def check_prediction_outputs(
