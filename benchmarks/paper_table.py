@@ -720,7 +720,7 @@ def _non_defaults(config: dict) -> dict:
 
 def _defaults(config: dict) -> bool:
     """Whether a row trained with its method's current default options and augmentation."""
-    varied = {"augment", "match_sharpness", "target_planes", "average_weights"}
+    varied = {"augment", "match_sharpness", "target_planes", "average_weights", "precision"}
     return not _non_defaults(config) and not varied & config.keys()
 
 
