@@ -148,10 +148,26 @@ def augment_changes(assignments: list[str]) -> dict:
     return changes
 
 
+# What a profile's rows computed in before --precision existed: emda's default then,
+# float16 autocast on CUDA (training and prediction), float32 on the CPU. Rows in
+# another precision record it in their key.
+RECORDED_PRECISION = {"gpu": "float16"}
+
+
+def recorded_precision(profile: str) -> str:
+    return RECORDED_PRECISION.get(profile, "float32")
+
+
+def row_precision(config: dict, scoring: bool = False) -> str:
+    """The precision a row trains in (``scoring``: predicts in)."""
+    trained = config.get("precision", recorded_precision(config["profile"]))
+    return config.get("predict_precision", trained) if scoring else trained
+
+
 def precision_flags(config: dict) -> list[str]:
     """``--precision`` for training: always given, so a change of emda's default never
     changes what a recorded row ran."""
-    return ["--precision", config.get("precision", "float32")]
+    return ["--precision", row_precision(config)]
 
 
 def augment_flags(config: dict, finetune: bool = False) -> list[str]:
@@ -269,7 +285,7 @@ def row_config(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str, options: dict, tta: bool = False, augment: dict | None = None,
     match_sharpness: bool = False, target_planes: str = "xy", average_weights: float = 0.0,
-    precision: str = "float32", predict_precision: str | None = None,
+    precision: str | None = None, predict_precision: str | None = None,
 ) -> dict:  # fmt: skip
     """Everything that decides a row's result; its hash is the row's key."""
     config = {
@@ -295,7 +311,8 @@ def row_config(
         config["target_planes"] = target_planes
     if average_weights:  # `emda adapt --average-weights`; rows without it keep their keys
         config["average_weights"] = average_weights
-    if precision != "float32":  # `--precision` of training and scoring; float32 rows keep keys
+    precision = precision or recorded_precision(profile)
+    if precision != recorded_precision(profile):  # rows as recorded keep their keys
         config["precision"] = precision
     if predict_precision not in (None, precision):  # scoring alone: the models are shared
         config["predict_precision"] = predict_precision
@@ -348,7 +365,7 @@ def adapted_models(
             teacher = row_config(config["profile"], direction, name, seed, None, "xy",
                                  teacher_options, augment=config.get("augment"),
                                  match_sharpness=config.get("match_sharpness", False),
-                                 precision=config.get("precision", "float32"))  # fmt: skip
+                                 precision=row_precision(config))  # fmt: skip
             spent: dict[str, float] = {}
             _, teacher_run = adapted_models(teacher, direction, teacher_options, spent)
             times.update({f"teacher_{k}": v for k, v in spent.items()})
@@ -374,13 +391,13 @@ def adapted_models(
 
 def predict_and_score(
     model: Path, test: Split, tile_size: int, log: Path, planes: str = "xy", tta: bool = False,
-    precision: str = "float32",
+    precision: str = "float32", tagged: bool = False,
 ) -> tuple[dict, Path, float]:  # fmt: skip
     """``emda predict`` a model's probability map of the test volume next to the model,
     then ``emda evaluate`` it on the test range: the scores, the map's path and the
     prediction's seconds."""
     tag = ("" if planes == "xy" else f"_{planes}") + ("_tta" if tta else "")
-    tag += "" if precision == "float32" else f"_{precision}"
+    tag += f"_{precision}" if tagged else ""  # beside the row's own prediction
     prob = model.parent / f"{model.name}{tag}_prob.tif"
     seconds = emda("predict", str(model), test.raw, "--output", str(prob),
                    "--tile-size", str(tile_size), "--quiet", "--planes", planes,
@@ -398,7 +415,7 @@ def predict_and_score(
 def run_one(
     profile: str, direction: Direction, method: str, seed: int, semi: float | None,
     planes: str = "xy", opt: list[str] = (), tta: bool = False, augment: list[str] = (),
-    target_planes: str = "xy", average_weights: float = 0.0, precision: str = "float32",
+    target_planes: str = "xy", average_weights: float = 0.0, precision: str | None = None,
     predict_precision: str | None = None,
 ) -> dict:  # fmt: skip
     """One row of the table: adapt (training only), then the same model with target
@@ -456,7 +473,8 @@ def run_one(
             log,
             planes,
             tta,
-            config.get("predict_precision", config.get("precision", "float32")),
+            row_precision(config, scoring=True),
+            "predict_precision" in config,
         )
     from emda import __version__
 
@@ -917,8 +935,9 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         choices=["float32", "bfloat16", "float16"],
-        default="float32",
-        help="run: `--precision` of every command of the rows; its own keys and table rows",
+        default=None,
+        help="run: `--precision` of every command of the rows (default: what the profile's "
+        "rows ran in, float32; float16 for gpu); its own keys and table rows",
     )
     parser.add_argument(
         "--predict-precision",

@@ -38,7 +38,7 @@ def parity_row(profile: str, key: str, precision: str) -> dict:
     log = recorded.parent / "log.txt"
     scores, _, seconds = harness.predict_and_score(
         model, test, harness.PROFILES[profile]["tile_size"], log,
-        planes, bool(config.get("tta")), precision,
+        planes, bool(config.get("tta")), precision, tagged=True,
     )  # fmt: skip
     full = result["scores"]
     return {

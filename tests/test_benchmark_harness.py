@@ -245,6 +245,18 @@ def test_precision_rows_train_their_own_models_and_float32_rows_keep_their_keys(
     )
     assert harness.row_setting(scored["config"]) == "unsupervised, predicted in bfloat16"
     assert harness.row_label(trained["config"]) == "ft (precision=bfloat16)"
+    outputs = [c[c.index("--output") + 1] for c in predicts]
+    assert len(set(outputs)) == 6  # the bfloat16 prediction does not replace the plain one
+
+
+def test_gpu_rows_keep_the_float16_they_were_recorded_with(harness, fake_runs):
+    calls = fake_runs
+    direction = harness.directions("shared")["epfl2vnc"]
+    row = harness.run_one("gpu", direction, "ft", 0, None)
+    assert "precision" not in row["config"]  # as keyed before --precision existed
+    assert all(c[c.index("--precision") + 1] == "float16" for c in calls if "--precision" in c)
+    wider = harness.run_one("gpu", direction, "ft", 0, None, precision="float32")
+    assert wider["config"]["precision"] == "float32" and wider["key"] != row["key"]
 
 
 def test_a_bad_augmentation_stops_the_harness_naming_it(harness):

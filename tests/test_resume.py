@@ -173,14 +173,16 @@ def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_defaul
 
 def test_a_state_saved_with_a_removed_setting_off_still_resumes(tmp_path):
     """--sharpness and --smooth-objects are gone; a run saved with them at 0 (what
-    every run without them did) resumes as before."""
+    every run without them did) resumes as before. So does one saved with --amp, which
+    --precision replaced."""
     import json
 
     run = tmp_path / "run"
     _start_and_stop(run, signal.SIGKILL, 25)
     state = torch.load(run / "state.pt", weights_only=True)
     signature = json.loads(state["signature"])
-    signature["training"].update(sharpness=0.0, smooth_objects=0.0)
+    signature["training"].update(sharpness=0.0, smooth_objects=0.0, amp=True)
+    del signature["training"]["precision"]
     state["signature"] = json.dumps(signature, sort_keys=True)
     torch.save(state, run / "state.pt")
     resumed = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])

@@ -9,6 +9,7 @@ holding one dataset, never a dataset added to a file that holds others.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +38,22 @@ def check_file_output(store: Path, key: str | None, dtype: np.dtype, option: str
         raise EmdaError(f"{option} {store}: MRC has no integer type for {dtype} labels "
                         "(write .tif, .zarr or .h5)")  # fmt: skip
     if kind == "hdf5" and store.is_file():
-        others = sorted(set(hdf5_datasets(store)) - {key or HDF5_DATASET})
+        others = sorted(set(_datasets_in(store)) - {key or HDF5_DATASET})
         if others:
             raise EmdaError(f"{option} {store}: holds other datasets ({', '.join(others[:3])}); "
                             "emda writes a whole new file, so write to another one")  # fmt: skip
 
 
-def hdf5_datasets(path: Path) -> list[str]:
+def _datasets_in(path: Path) -> list[str]:
     import h5py
 
-    names: list[str] = []
+    from emda.io.readers import hdf5_datasets
+
     try:
         with h5py.File(path, "r") as fh:
-            fh.visititems(lambda n, item: names.append(n) if isinstance(item, h5py.Dataset)
-                          else None)  # fmt: skip
+            return hdf5_datasets(fh)
     except OSError:
         return ["(an unreadable HDF5 file)"]
-    return names
 
 
 def write_file(kind: str, tmp: Path, array: Any, shape: tuple[int, int, int], dtype: np.dtype,
@@ -135,7 +135,5 @@ def write_mrc(tmp: Path, pages, shape, dtype: np.dtype, voxel_size: VoxelSize | 
 
 
 def _sync(fh) -> None:
-    import os
-
     fh.flush()
     os.fsync(fh.fileno())

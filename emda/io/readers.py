@@ -127,10 +127,7 @@ def open_hdf5(path: Path, key: str | None, address) -> Volume:
     if key and node is None:
         raise EmdaError(f"{address}: no dataset '{key}' in {path}")
     if node is None or isinstance(node, h5py.Group):
-        group = node if node is not None else handle
-        names: list[str] = []  # every dataset below, nested ones by their path
-        group.visititems(lambda n, item: names.append(n) if isinstance(item, h5py.Dataset)
-                         else None)  # fmt: skip
+        names = hdf5_datasets(node if node is not None else handle)
         if len(names) != 1:  # one dataset (as emda and many exporters write) needs no name
             raise EmdaError(f"{address}: name a dataset as {path}/NAME or with --key "
                             f"(datasets here: {', '.join(names) or 'none'})")  # fmt: skip
@@ -138,6 +135,16 @@ def open_hdf5(path: Path, key: str | None, address) -> Volume:
         node = handle[key]
     location = f"{path}/{key}"
     return Volume(node, str(address), _hdf5_voxel_size(node.attrs, address), location=location)
+
+
+def hdf5_datasets(group) -> list[str]:
+    """Every dataset below an open HDF5 file or group, nested ones by their path."""
+    import h5py
+
+    names: list[str] = []
+    group.visititems(lambda n, item: names.append(n) if isinstance(item, h5py.Dataset)
+                     else None)  # fmt: skip
+    return names
 
 
 def _hdf5_voxel_size(attrs, where) -> VoxelSize | None:

@@ -7,6 +7,7 @@ from enum import Enum
 
 from emda.data.sampling import Augmentation
 from emda.errors import EmdaError
+from emda.precision import Precision
 
 
 class LrSchedule(str, Enum):
@@ -19,7 +20,6 @@ class TargetPlanes(str, Enum):
     ortho = "ortho"  # all three plane stacks (isotropic volumes such as FIB-SEM)
 
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 FINETUNE_ITERATIONS, FINETUNE_LR = 500, 1e-4
 
 #: the plane stacks each ``--target-planes`` choice samples
@@ -61,8 +61,8 @@ class TrainConfig:
             raise EmdaError("--amplitude-mix must be in [0, 1]")
         if not 0 <= self.average_weights <= 1:
             raise EmdaError("--average-weights must be in [0, 1]")
-        if self.precision not in PRECISIONS:
-            raise EmdaError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in (known := [p.value for p in Precision]):
+            raise EmdaError(f"--precision must be one of {', '.join(known)}")
         if self.target_planes not in TARGET_PLANES:
             raise EmdaError(f"--target-planes must be one of {', '.join(TARGET_PLANES)}")
         self.augmentation()  # validates the augmentation settings

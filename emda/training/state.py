@@ -23,6 +23,9 @@ STATE_NAME = "state.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
 #: settings emda no longer has; a run saved with them off resumes as before
 RETIRED_SETTINGS = ("sharpness", "smooth_objects")
+#: settings another one replaced; a run saved with them resumes under the new one's
+#: default (``amp``: CUDA-only float16, now ``precision``, whose auto trains in float32)
+REPLACED_SETTINGS = ("amp",)
 
 
 def save_state(
@@ -79,6 +82,8 @@ def restore_state(
     for name in RETIRED_SETTINGS:
         if not saved["training"].get(name, 0):
             saved["training"].pop(name, None)
+    for name in REPLACED_SETTINGS:
+        saved["training"].pop(name, None)
     for part in ("method", "method_options", "model", "training"):
         if saved[part] != now[part]:
             diff = _first_difference(saved[part], now[part])
