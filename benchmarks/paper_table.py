@@ -122,7 +122,7 @@ RETIRED_METHODS = {"outadv": {"weight": 0.1, "width": 32, "gamma": 10.0, "schedu
 
 # training augmentation a row may change with `run --augment NAME=VALUE`; every other row
 # trains with `emda adapt`'s defaults, the protocol's "same augmentation for every method"
-AUGMENT_NAMES = ("intensity_jitter", "noise", "amplitude_mix")
+AUGMENT_NAMES = ("intensity_jitter", "noise", "gamma", "blur", "amplitude_mix")
 # amplitude_mix needs the unlabelled target beside the source: `emda adapt` only, never
 # the finetuning on target labels
 ADAPT_ONLY = {"amplitude_mix"}
@@ -557,6 +557,7 @@ def adopt(
         "patch_size": p["patch_size"], "seed": seed, "base_channels": p["base_channels"],
         "depth": 4, "lr": 1e-3, "lr_schedule": "cosine", "augment": True,
         "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0,
+        "gamma": 0.0, "blur": 0.0,
         "smooth_objects": 0.0, "seg_loss": "bce_dice",
         "lower_percentile": 1.0, "upper_percentile": 99.0, "target_bn": False,
         "average_weights": 0.0,  # the harness's rows average only with run --average-weights
@@ -569,6 +570,8 @@ def adopt(
     defaults = {
         "sharpness": 0.0,
         "noise": 0.0,
+        "gamma": 0.0,
+        "blur": 0.0,
         "amplitude_mix": 0.0,
         "smooth_objects": 0.0,
         "target_bn": False,
@@ -914,7 +917,7 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="run: training augmentation other than emda adapt's default (intensity_jitter, "
-        "noise, amplitude_mix); such rows get their own keys and "
+        "noise, gamma, blur, amplitude_mix); such rows get their own keys and "
         "table rows",
     )
     parser.add_argument(
