@@ -3,12 +3,13 @@
     python benchmarks/stress.py --target vnc_2x_dark_noisy [--run RUN]
 
 Until more labelled domains exist, the VNC volume is perturbed into new targets scored
-against its own labels (binned as in resampling.py where the pixel size changes):
+against its own labels (``perturbations.py`` defines them):
 
 - ``vnc``: the volume as it is (``--run``: a finished recipe run on it, e.g. the
   paper-table row's ``benchmarks/work/cpu/<key>/run``);
-- ``vnc_2x_dark_noisy``: binned 2 x 2 in-plane (9.2 nm pixels), gamma 1.5 (darker
-  mid-tones), contrast 0.7 around the mean, Gaussian noise of 12 grey levels (seeded).
+- ``vnc_NAME``: the VNC with perturbation NAME, e.g. ``vnc_2x_dark_noisy``: binned 2 x 2
+  in-plane (9.2 nm pixels), gamma 1.5 (darker mid-tones), contrast 0.7 around the mean,
+  Gaussian noise of 12 grey levels (seeded).
 
 Source: the EPFL training volume. FT is the EPFL FT model of resampling.py, recalibrated
 on the target's slices 0-12 (what ``emda adapt --method ft --target`` ends with); the
@@ -24,32 +25,20 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from resampling import DATA, WORK, binned, emda, score  # noqa: E402
+from perturbations import PERTURBATIONS, target  # noqa: E402
+from resampling import DATA, WORK, emda, score  # noqa: E402
 
-TARGETS = ("vnc", "vnc_2x_dark_noisy")
+TARGETS = ("vnc", *(f"vnc_{name}" for name in PERTURBATIONS if name != "none"))
 
 
 def perturbed(name: str) -> tuple[str, str]:
-    vnc = DATA / "drosophila_vnc"
     if name == "vnc":
+        vnc = DATA / "drosophila_vnc"
         return str(vnc / "raw.tif"), str(vnc / "labels.tif")
-    from emda.io.volume import open_volume
-    from emda.io.writer import write_volume
-
-    raw_2x, labels_2x = binned(vnc / "raw.tif", vnc / "labels.tif", "vnc_2x")
-    out = WORK / f"{name}_raw.tif"
-    if not out.exists():
-        volume = open_volume(raw_2x)
-        x = volume.read().astype(np.float32) / 255
-        x = x**1.5
-        x = (x - x.mean()) * 0.7 + x.mean()
-        x = x * 255 + np.random.default_rng(0).normal(0, 12, x.shape)
-        write_volume(str(out), np.clip(np.round(x), 0, 255).astype(np.uint8), volume.voxel_size)
-    return str(out), labels_2x
+    where = target("epfl2vnc", name.removeprefix("vnc_"))
+    return where["test"], where["labels"]
 
 
 def main() -> None:
