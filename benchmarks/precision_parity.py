@@ -20,7 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import paper_table as harness  # noqa: E402  (the harness's own commands and paths)
+from harness.config import PROFILES, Split  # noqa: E402
+from harness.labels import row_label  # noqa: E402
+from harness.running import predict_and_score, prediction_path  # noqa: E402
 
 METRICS = ("iou", "precision", "recall")
 
@@ -30,20 +32,20 @@ def parity_row(profile: str, key: str, precision: str) -> dict:
     config = result["config"]
     if config.get("semi_fraction"):
         sys.exit(f"{key}: semi-supervised rows are not covered (their model is a finetune)")
-    recorded = harness._prediction(result, profile)  # MODEL[_PLANES][_tta]_prob.tif
+    recorded = prediction_path(result, profile)  # MODEL[_PLANES][_tta]_prob.tif
     name = recorded.name.removesuffix("_prob.tif").removesuffix("_tta" if config.get("tta") else "")
     planes = config.get("planes", "xy")
     model = recorded.parent / (name.removesuffix(f"_{planes}") if planes != "xy" else name)
-    test = harness.Split(**config["direction"]["target_test"])
+    test = Split(**config["direction"]["target_test"])
     log = recorded.parent / "log.txt"
-    scores, _, seconds = harness.predict_and_score(
-        model, test, harness.PROFILES[profile]["tile_size"], log,
+    scores, _, seconds = predict_and_score(
+        model, test, PROFILES[profile]["tile_size"], log,
         planes, bool(config.get("tta")), precision, tagged=True,
     )  # fmt: skip
     full = result["scores"]
     return {
         "key": key,
-        "row": f"{config['direction']['name']} {harness.row_label(config)} seed {config['seed']}",
+        "row": f"{config['direction']['name']} {row_label(config)} seed {config['seed']}",
         "precision": precision,
         "model": str(model.relative_to(HERE.parent)),
         "float32": {m: full[m] for m in METRICS},

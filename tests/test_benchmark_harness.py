@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -10,25 +11,34 @@ import pytest
 from emda.methods.options import parse_options
 from emda.methods.registry import load_registry
 
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+MODULES = ("paths", "config", "running", "adopt", "labels", "report")
 
 
 @pytest.fixture(scope="module")
 def harness():
-    spec = importlib.util.spec_from_file_location("paper_table", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    """The harness's names, whichever of its modules holds them (``main``: paper_table.py's),
+    and each module by its name, to patch."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        modules = {name: importlib.import_module(f"harness.{name}") for name in MODULES}
+        spec = importlib.util.spec_from_file_location("paper_table", BENCHMARKS / "paper_table.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    names = {k: v for m in modules.values() for k, v in vars(m).items() if not k.startswith("__")}
+    yield types.SimpleNamespace(**{**names, **modules, "main": script.main})
+    for name in [m for m in sys.modules if m == "harness" or m.startswith("harness.")]:
+        del sys.modules[name]
 
 
 @pytest.fixture
 def fake_runs(harness, tmp_path, monkeypatch):
     """The harness in ``tmp_path``, its emda calls recorded instead of run: a training
     call leaves a finished run, an evaluation an IoU of 0.5."""
-    monkeypatch.setattr(harness, "REPO", tmp_path)
-    monkeypatch.setattr(harness, "HERE", tmp_path / "benchmarks")
+    monkeypatch.setattr(harness.paths, "REPO", tmp_path)
+    monkeypatch.setattr(harness.paths, "HERE", tmp_path / "benchmarks")
     calls = []
 
     def fake_emda(*args, log):
@@ -44,8 +54,8 @@ def fake_runs(harness, tmp_path, monkeypatch):
             Path(args[args.index("--json") + 1]).write_text(json.dumps(scores))
         return 1.0
 
-    monkeypatch.setattr(harness, "emda", fake_emda)
-    monkeypatch.setattr(harness, "_trained_with", lambda run: {"cpu_threads": 2})
+    monkeypatch.setattr(harness.running, "emda", fake_emda)
+    monkeypatch.setattr(harness.running, "trained_with", lambda run: {"cpu_threads": 2})
     return calls
 
 
@@ -82,8 +92,8 @@ def test_changed_options_give_the_row_its_own_key_and_label(harness):
     }
     for classifier, config in rows.items():
         expected = {} if classifier == default else {"classifier": classifier}
-        assert harness._non_defaults(config) == expected
-        assert harness._defaults(config) == (classifier == default)
+        assert harness.non_default_options(config) == expected
+        assert harness.has_default_settings(config) == (classifier == default)
 
 
 def test_a_bad_option_stops_the_harness_naming_it(harness):
@@ -94,9 +104,9 @@ def test_a_bad_option_stops_the_harness_naming_it(harness):
 
 
 def test_interrupted_training_is_resumed_not_restarted(harness, tmp_path):
-    assert harness._restart_or_resume(tmp_path) == "--overwrite"
+    assert harness.restart_or_resume(tmp_path) == "--overwrite"
     (tmp_path / "state.pt").touch()  # what Ctrl-C leaves in an emda run directory
-    assert harness._restart_or_resume(tmp_path) == "--resume"
+    assert harness.restart_or_resume(tmp_path) == "--resume"
 
 
 def selftrain_row(harness, seed: int, teacher: str) -> tuple:
@@ -117,7 +127,7 @@ def test_selftrain_trains_its_teacher_row_first_and_is_keyed_by_its_name(
     trained, recalibrated = harness.adapted_models(config, direction, options, times)
     ynet = harness.row_config("cpu", direction, "ynet", 1, None, "xy",
                               harness.method_options("ynet", []))  # fmt: skip
-    teacher_dir = harness._adapted_dir(ynet)  # the Y-Net row's own work directory
+    teacher_dir = harness.adapted_dir(ynet)  # the Y-Net row's own work directory
     assert [c[0] for c in calls] == ["adapt", "recalibrate", "adapt", "recalibrate"]
     assert calls[0][calls[0].index("--method") + 1] == "ynet"
     flags = calls[2]
@@ -145,7 +155,7 @@ def test_teacher_selftrain_is_a_second_round_taught_by_the_default_selftrain_row
     first_round = harness.row_config("cpu", direction, "selftrain", 2, None, "xy",
                                      harness.row_options("selftrain", []))  # fmt: skip
     assert first_round["opt"]["teacher"] == "ynet"  # the default row, with its own key
-    round_one = harness._adapted_dir(first_round) / "run_target_bn"
+    round_one = harness.adapted_dir(first_round) / "run_target_bn"
     assert f"teacher={round_one.relative_to(tmp_path)}" in adapts[2]
     assert {"teacher_teacher_adapt", "teacher_adapt", "adapt"} <= set(times)
     # the first round is the same row `--methods selftrain` trains: reused, not retrained
@@ -172,7 +182,7 @@ def test_a_second_round_teacher_takes_the_rows_kind_of_pseudo_labels_but_never_a
     first = harness.row_options(
         "selftrain", [f"pseudo_labels={teacher_kind}"] if teacher_kind else []
     )
-    round_one = harness._adapted_dir(
+    round_one = harness.adapted_dir(
         harness.row_config("cpu", direction, "selftrain", 0, None, "xy", first)
     )
     assert f"teacher={(round_one / 'run_target_bn').relative_to(tmp_path)}" in adapts[2]
@@ -195,7 +205,7 @@ def test_a_tta_row_scores_the_same_models_with_emda_predict_tta(harness, fake_ru
     assert ["--tta" in c for c in predicts] == [False, False, True, True]
     outputs = {c[c.index("--output") + 1] for c in predicts}
     assert len(outputs) == 4  # the tta predictions do not overwrite the plain ones
-    assert harness._label_share("unsupervised, tta") > harness._label_share("unsupervised")
+    assert harness.setting_order("unsupervised, tta") > harness.setting_order("unsupervised")
 
 
 def test_an_augmentation_row_trains_its_own_models_teacher_included(harness, fake_runs):
@@ -213,7 +223,7 @@ def test_an_augmentation_row_trains_its_own_models_teacher_included(harness, fak
     assert all(a[a.index("--noise") + 1] == "0.1" for a in adapts[2:])
     # a value equal to emda adapt's default changes nothing; the label names the change
     assert harness.augment_changes(["intensity-jitter=0.1", "noise=0"]) == {}
-    assert not harness._defaults(blurred["config"])
+    assert not harness.has_default_settings(blurred["config"])
     assert harness.row_label(blurred["config"]) == "selftrain (teacher=ynet) (noise=0.1)"
 
 
@@ -260,8 +270,8 @@ def test_gpu_rows_keep_the_float16_they_were_recorded_with(harness, fake_runs):
 
 
 def test_a_bad_augmentation_stops_the_harness_naming_it(harness):
-    with pytest.raises(SystemExit, match="--augment 'blur=1': expected NAME=VALUE"):
-        harness.augment_changes(["blur=1"])
+    with pytest.raises(SystemExit, match="--augment 'sharpness=1': expected NAME=VALUE"):
+        harness.augment_changes(["sharpness=1"])
     with pytest.raises(SystemExit, match="'strong' is not a number"):
         harness.augment_changes(["noise=strong"])
 
@@ -273,7 +283,7 @@ def test_a_result_records_the_torch_and_cpu_threads_its_model_trained_with(harne
 
     result = adapt_on_crops(tmp_path / "run", "--iterations", "2", "--no-target-bn")
     assert result.exit_code == 0, result.output
-    assert harness._trained_with(tmp_path / "run") == {
+    assert harness.trained_with(tmp_path / "run") == {
         "torch_version": str(torch.__version__),
         "cpu_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -338,7 +348,7 @@ def test_target_planes_rows_are_keyed_apart_and_only_the_student_trains_in_three
     assert harness.config_key(plain) != harness.config_key(config) and "target_planes" not in plain
     label = harness.row_label(config)
     assert "pseudo_labels" not in label and label.endswith("(target_planes=ortho)")  # default
-    assert not harness._defaults(config)
+    assert not harness.has_default_settings(config)
     harness.adapted_models(config, direction, options, {})
     teacher, student = (c for c in calls if c[0] == "adapt")
     assert "--target-planes" not in teacher  # the teacher row is the usual Y-Net
@@ -353,7 +363,7 @@ def test_weight_averaging_rows_are_keyed_apart_and_only_the_row_itself_averages(
     assert "average_weights" not in plain["config"]  # rows without it keep their keys
     assert averaged["config"]["average_weights"] == 0.5 and averaged["key"] != plain["key"]
     assert harness.row_label(averaged["config"]).endswith("(average_weights=0.5)")
-    assert not harness._defaults(averaged["config"])
+    assert not harness.has_default_settings(averaged["config"])
     adapts = [c for c in calls if c[0] == "adapt"]
     # the plain pair trains first; the averaged row reuses the plain Y-Net teacher
     assert [a[a.index("--method") + 1] for a in adapts] == ["ynet", "selftrain", "selftrain"]
@@ -385,12 +395,12 @@ def test_the_recipe_row_runs_emda_adapt_without_a_method_and_is_keyed_by_its_sta
             (out / "recipe.json").write_text(json.dumps(fake_recipe))
         return 1.0
 
-    harness_emda = harness.emda
-    harness.emda = adapt_then_record
+    harness_emda = harness.running.emda
+    harness.running.emda = adapt_then_record
     try:
         result = harness.run_one("smoke", direction, "recipe", 0, None, planes="auto")
     finally:
-        harness.emda = harness_emda
+        harness.running.emda = harness_emda
     (adapt,) = [c for c in fake_runs if c[0] == "adapt"]
     assert "--method" not in adapt and "--no-target-bn" not in adapt and "--target" in adapt
     assert not [c for c in fake_runs if c[0] == "recalibrate"]  # its stages end with target BN
