@@ -72,7 +72,7 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="run: training augmentation other than emda adapt's default (intensity_jitter, "
-        "noise, gamma, blur, amplitude_mix); such rows get their own keys and "
+        "noise, amplitude_mix); such rows get their own keys and "
         "table rows",
     )
     parser.add_argument(

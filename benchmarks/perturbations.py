@@ -207,10 +207,10 @@ def main() -> None:
                 tag = f"{args.direction}_{perturbation}_{model.parent.name}_{model.name}"
                 runs.append({"model": str(model.relative_to(REPO) if model.is_relative_to(
                     REPO) else model), **score(model, tag, where, args.precision)})  # fmt: skip
-            row[label] = {"iou": _summary([r["iou"] for r in runs]), "runs": runs}
+            row[label] = {"iou": _summary([r["iou"] for r in runs]), "runs": runs,
+                          "command": " ".join(["python", *sys.argv])}  # fmt: skip
             print(args.direction, perturbation, label, row[label]["iou"], flush=True)
         block[perturbation] = row
-        results[f"{args.direction}_command"] = " ".join(["python", *sys.argv])
         results["predict_precision"] = args.precision
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

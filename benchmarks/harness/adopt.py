@@ -37,7 +37,6 @@ def adopt(
         "patch_size": p["patch_size"], "seed": seed, "base_channels": p["base_channels"],
         "depth": 4, "lr": 1e-3, "lr_schedule": "cosine", "augment": True,
         "intensity_jitter": 0.1, "sharpness": 0.0, "noise": 0.0, "amplitude_mix": 0.0,
-        "gamma": 0.0, "blur": 0.0,
         "smooth_objects": 0.0, "seg_loss": "bce_dice",
         "lower_percentile": 1.0, "upper_percentile": 99.0, "target_bn": False,
         "average_weights": 0.0,  # the harness's rows average only with run --average-weights
@@ -50,8 +49,6 @@ def adopt(
     defaults = {
         "sharpness": 0.0,
         "noise": 0.0,
-        "gamma": 0.0,
-        "blur": 0.0,
         "amplitude_mix": 0.0,
         "smooth_objects": 0.0,
         "target_bn": False,

@@ -98,7 +98,7 @@ RETIRED_METHODS = {"outadv": {"weight": 0.1, "width": 32, "gamma": 10.0, "schedu
 
 # training augmentation a row may change with `run --augment NAME=VALUE`; every other row
 # trains with `emda adapt`'s defaults, the protocol's "same augmentation for every method"
-AUGMENT_NAMES = ("intensity_jitter", "noise", "gamma", "blur", "amplitude_mix")
+AUGMENT_NAMES = ("intensity_jitter", "noise", "amplitude_mix")
 # amplitude_mix needs the unlabelled target beside the source: `emda adapt` only, never
 # the finetuning on target labels
 ADAPT_ONLY = {"amplitude_mix"}

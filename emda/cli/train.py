@@ -55,8 +55,6 @@ def training_options(iterations: int, lr: float) -> list:
         opt("augment", bool, True, "Random flips and 90-degree rotations."),
         opt("intensity_jitter", float, 0.1, "Random contrast/brightness jitter (0: off)."),
         opt("noise", float, 0.0, "Maximum std of added Gaussian noise (0: off)."),
-        opt("gamma", float, 0.0, "Random gamma exp(+-G) of each patch's grey levels (0: off)."),
-        opt("blur", float, 0.0, "Maximum std in pixels of a random Gaussian blur (0: off)."),
         opt("seg_loss", SegLoss, SegLoss.bce_dice, "Segmentation loss."),
         opt("checkpoint_every", int, 250, "Save the training state every N iterations."),
         opt(

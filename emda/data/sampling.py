@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from emda.data.normalization import IntensityRange
 from emda.data.planes import PLANE_AXES
@@ -22,24 +21,16 @@ class Augmentation:
     """What varies between two draws of the same patch.
 
     ``dihedral``: one of the 8 flips/90-degree rotations (valid for in-plane EM).
-    ``blur`` b: Gaussian blur with a standard deviation ~ U(0, b) pixels (focus, and
-    the sharpness of another microscope's point-spread function).
-    ``gamma`` g: the patch's grey levels, rescaled to [0, 1] over its own range, raised
-    to exp(U(-g, g)) and mapped back (another stain's or detector's mid-tones).
     ``intensity_jitter`` j: contrast x(1 +- j) and brightness +- j.
     ``noise`` n: additive Gaussian noise with a standard deviation ~ U(0, n).
-
-    Applied in that order, the noise last so that it is never blurred away.
     """
 
     dihedral: bool = True
     intensity_jitter: float = 0.0
     noise: float = 0.0
-    gamma: float = 0.0
-    blur: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("intensity_jitter", "noise", "gamma", "blur"):
+        for name in ("intensity_jitter", "noise"):
             if not getattr(self, name) >= 0:
                 raise EmdaError(f"--{name.replace('_', '-')} must be >= 0")
 
@@ -48,12 +39,6 @@ class Augmentation:
         return cls(dihedral=False)
 
     def intensity(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.blur > 0:
-            x = ndimage.gaussian_filter(x, rng.uniform(0, self.blur), mode="reflect")
-        if self.gamma > 0:
-            low, span = x.min(), np.float32(max(float(x.max() - x.min()), 1e-6))
-            power = np.float32(np.exp(rng.uniform(-self.gamma, self.gamma)))
-            x = low + span * ((x - low) / span) ** power
         if self.intensity_jitter > 0:
             j = self.intensity_jitter
             x = x * np.float32(1 + rng.uniform(-j, j)) + np.float32(rng.uniform(-j, j))

@@ -37,8 +37,6 @@ class TrainConfig:
     augment: bool = True
     intensity_jitter: float = 0.1
     noise: float = 0.0
-    gamma: float = 0.0
-    blur: float = 0.0
     amplitude_mix: float = 0.0  # see emda.data.style; needs target patches
     seg_loss: str = "bce_dice"
     checkpoint_every: int = 250
@@ -76,4 +74,4 @@ class TrainConfig:
         return cls(**{"iterations": FINETUNE_ITERATIONS, "lr": FINETUNE_LR, **settings})
 
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.augment, self.intensity_jitter, self.noise, self.gamma, self.blur)
+        return Augmentation(self.augment, self.intensity_jitter, self.noise)
