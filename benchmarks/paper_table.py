@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the harness package 
 from harness.adopt import adopt
 from harness.config import PROFILES, directions
 from harness.report import report
-from harness.running import emda, ensemble_row, run_one  # noqa: F401  (emda: for scripts)
+from harness.running import ensemble_row, run_one
 
 
 def main() -> None:

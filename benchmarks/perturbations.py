@@ -40,7 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from paper_table import emda as run_emda  # noqa: E402
+from harness.running import emda as run_emda  # noqa: E402
 
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data"
@@ -157,9 +157,9 @@ def score(model: Path, tag: str, where: dict, precision: str) -> dict:
 
 
 def _summary(values: list[float]) -> str:
-    mean = 100 * float(np.mean(values))
-    return f"{mean:.1f} +- {100 * float(np.std(values, ddof=1)):.1f}" if len(values) > 1 else (
-        f"{mean:.1f}")  # fmt: skip
+    """Mean IoU %, +- the standard deviation over seeds when there are several."""
+    mean = f"{100 * float(np.mean(values)):.1f}"
+    return f"{mean} +- {100 * float(np.std(values, ddof=1)):.1f}" if len(values) > 1 else mean
 
 
 def main() -> None:
@@ -204,14 +204,15 @@ def main() -> None:
         for label, models in groups.items():
             runs = []
             for model in models:
+                # the precision is in the tag: scores in another one are never reused
                 tag = f"{args.direction}_{perturbation}_{model.parent.name}_{model.name}"
-                runs.append({"model": str(model.relative_to(REPO) if model.is_relative_to(
-                    REPO) else model), **score(model, tag, where, args.precision)})  # fmt: skip
+                tag += "" if args.precision == "bfloat16" else f"_{args.precision}"
+                shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
+                runs.append({"model": str(shown), **score(model, tag, where, args.precision)})
             row[label] = {"iou": _summary([r["iou"] for r in runs]), "runs": runs,
+                          "predict_precision": args.precision,
                           "command": " ".join(["python", *sys.argv])}  # fmt: skip
             print(args.direction, perturbation, label, row[label]["iou"], flush=True)
-        block[perturbation] = row
-        results["predict_precision"] = args.precision
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 

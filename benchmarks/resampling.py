@@ -30,11 +30,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from paper_table import emda as run_emda  # noqa: E402
+from harness.running import emda as run_emda  # noqa: E402
 
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data"
@@ -48,6 +46,8 @@ def emda(*args: str) -> float:
 
 def binned(raw_path: Path, labels_path: Path, name: str) -> tuple[str, str]:
     """The volume binned 2 x 2 in-plane, with its voxel size metadata updated."""
+    from perturbations import perturb
+
     from emda.io.volume import open_volume
     from emda.io.writer import write_volume
 
@@ -55,16 +55,9 @@ def binned(raw_path: Path, labels_path: Path, name: str) -> tuple[str, str]:
     if raw_out.exists() and labels_out.exists():
         return str(raw_out), str(labels_out)
     raw, labels = open_volume(raw_path), open_volume(labels_path)
-    z, y, x = raw.voxel_size
-
-    def bin2(a: np.ndarray) -> np.ndarray:
-        h, w = (a.shape[1] // 2) * 2, (a.shape[2] // 2) * 2
-        a = a[:, :h, :w].astype(np.float32)
-        return (a[:, 0::2, 0::2] + a[:, 1::2, 0::2] + a[:, 0::2, 1::2] + a[:, 1::2, 1::2]) / 4
-
-    write_volume(str(raw_out), np.round(bin2(raw.read())).astype(np.uint8), (z, 2 * y, 2 * x))
-    mask = (bin2((labels.read() > 0).astype(np.uint8)) >= 0.5).astype(np.uint8)
-    write_volume(str(labels_out), mask, (z, 2 * y, 2 * x))
+    x, mask, voxel = perturb(raw.read(), labels.read(), raw.voxel_size, (("bin", 2),))
+    write_volume(str(raw_out), x, voxel)
+    write_volume(str(labels_out), mask, voxel)
     return str(raw_out), str(labels_out)
 
 
