@@ -407,3 +407,6 @@ def test_the_recipe_row_runs_emda_adapt_without_a_method_and_is_keyed_by_its_sta
     assert set(result) >= {"scores", "recipe"} and "scores_as_trained" not in result
     assert result["config"]["recipe"]["name"] == "default"
     assert harness.row_label(result["config"]).startswith("recipe (ynet ")
+    # another precision is another row, not more seeds of this one
+    in_bf16 = harness.row_label({**result["config"], "precision": "bfloat16"})
+    assert in_bf16.startswith("recipe (ynet ") and in_bf16.endswith(" (precision=bfloat16)")

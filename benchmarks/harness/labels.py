@@ -39,8 +39,12 @@ def row_label(config: dict) -> str:
             f"{st['method']} {st.get('iterations') or round(st.get('share', 1.0) * total)}"
             for st in config["recipe"]["stages"]
         )
-        return f"recipe ({stages})"
-    return config["method"] + "".join(f" ({k}={v})" for k, v in changed.items()) + matched
+        return f"recipe ({stages})" + _named(changed)
+    return config["method"] + _named(changed) + matched
+
+
+def _named(changed: dict) -> str:
+    return "".join(f" ({k}={v})" for k, v in changed.items())
 
 
 def non_default_options(config: dict) -> dict:
