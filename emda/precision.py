@@ -3,10 +3,9 @@
 ``--precision auto`` picks, per device and per task, what measurement showed faster
 with the same results (benchmarks/roofline.py, docs/performance.md):
 
-- a CPU with bfloat16 instructions (AVX512-BF16 or AMX): bfloat16 for prediction;
-  float32 for training until bfloat16 training is shown to reach the same IoU over
-  seeds (``--precision bfloat16`` trains in it on request); other CPUs: float32 (oneDNN
-  emulates bfloat16 there, slower than float32);
+- a CPU with bfloat16 instructions (AVX512-BF16 or AMX): bfloat16 for training and
+  prediction; other CPUs: float32 (oneDNN emulates bfloat16 there, slower than
+  float32);
 - a CUDA GPU: float16 for prediction, float32 for training (the base-16 U-Net is too
   small for half-precision training to pay for its casts and loss scaling).
 
@@ -101,7 +100,7 @@ def resolve_precision(
 
 def _automatic(device: torch.device, task: str) -> torch.dtype | None:
     if device.type == "cpu":
-        return torch.bfloat16 if task == "predict" and cpu_has_bfloat16() else None
+        return torch.bfloat16 if cpu_has_bfloat16() else None
     if device.type == "cuda":
         return torch.float16 if task == "predict" else None
     return None

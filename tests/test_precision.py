@@ -41,9 +41,9 @@ def test_auto_uses_bfloat16_only_where_the_cpu_has_it(no_bf16):
     assert precision.resolve_precision("auto", CPU, "train") is None
 
 
-def test_auto_on_a_cpu_with_bfloat16_predicts_in_it_and_trains_in_float32(with_bf16):
+def test_auto_on_a_cpu_with_bfloat16_trains_and_predicts_in_it(with_bf16):
     assert precision.resolve_precision("auto", CPU, "predict") is torch.bfloat16
-    assert precision.resolve_precision("auto", CPU, "train") is None
+    assert precision.resolve_precision("auto", CPU, "train") is torch.bfloat16
     assert precision.resolve_precision("bfloat16", CPU, "train") is torch.bfloat16
     assert precision.resolve_precision("float32", CPU, "predict") is None
 

@@ -187,3 +187,28 @@ def test_a_state_saved_with_a_removed_setting_off_still_resumes(tmp_path):
     torch.save(state, run / "state.pt")
     resumed = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_run_resumed_where_auto_precision_differs_says_so_and_records_both(tmp_path, caplog):
+    """A cluster job requeued onto a node with(out) bfloat16 instructions: --precision
+    auto resolves otherwise there. The run goes on in this machine's precision, says so
+    once, and its checkpoint records both."""
+    import logging
+
+    from emda.model.checkpoint import load_checkpoint
+    from emda.precision import name, resolve_precision
+
+    here = name(resolve_precision("auto", torch.device("cpu"), "train"))
+    there = "bfloat16" if here == "float32" else "float32"
+    run = tmp_path / "run"
+    _start_and_stop(run, signal.SIGKILL, 25)
+    state = torch.load(run / "state.pt", weights_only=True)
+    state["precision_used"] = there  # as the node that started it saved it
+    torch.save(state, run / "state.pt")
+    with caplog.at_level(logging.WARNING, logger="emda"):
+        resumed = CliRunner().invoke(app, [*ARGS, "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    stopped = state["iteration"]
+    assert f"trained in {there} up to iteration {stopped}" in caplog.text
+    used = load_checkpoint(run).training["precision_used"]
+    assert used == f"{there} to iteration {stopped}, then {here}"

@@ -185,8 +185,8 @@ DeviceOpt = Annotated[
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(
-        help="The network's arithmetic. auto: float32 to train; to predict, bfloat16 on "
-        "CPUs with bfloat16 instructions and float16 on CUDA.",
+        help="The network's arithmetic. auto: bfloat16 on CPUs with bfloat16 "
+        "instructions; on CUDA, float32 to train and float16 to predict.",
         rich_help_panel=G,
     ),
 ]

@@ -90,6 +90,7 @@ def train(
     schedule = _lr_lambda(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     dtype = resolve_precision(config.precision, device, "train")
+    template.training = {**template.training, "precision_used": precision_name(dtype)}
     # float16's narrow range needs loss scaling; bfloat16 has float32's range
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     use_target = method.uses_target and target is not None
@@ -175,7 +176,6 @@ def train(
         model.load_state_dict(average.weights(model.state_dict()))
     template.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     template.iteration = config.iterations
-    template.training = {**template.training, "precision_used": precision_name(dtype)}
     if main:
         save_checkpoint(template, run_dir / CHECKPOINT_NAME)
         state = run_dir / STATE_NAME

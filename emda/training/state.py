@@ -8,6 +8,7 @@ generators and the settings' signature), written atomically beside a usable
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -21,10 +22,15 @@ from emda.training.config import TrainConfig
 LOG_NAME = "log.jsonl"
 STATE_NAME = "state.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
+#: what a run computes in: not part of the signature, since ``--precision auto`` may
+#: resolve otherwise on the machine that resumes it (another node of a cluster)
+USED = "precision_used"
+
+log = logging.getLogger("emda")
 #: settings emda no longer has; a run saved with them off resumes as before
 RETIRED_SETTINGS = ("sharpness", "smooth_objects")
 #: settings another one replaced; a run saved with them resumes under the new one's
-#: default (``amp``: CUDA-only float16, now ``precision``, whose auto trains in float32)
+#: default (``amp``: CUDA-only float16, now ``precision``, whose auto trains in float32 on CUDA)
 REPLACED_SETTINGS = ("amp",)
 
 
@@ -48,6 +54,7 @@ def save_state(
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "signature": json.dumps(_signature(template), sort_keys=True),
+        USED: template.training.get(USED, "float32"),
     }
     if average is not None:
         state["average"] = average.state_dict()
@@ -57,7 +64,7 @@ def save_state(
 def _signature(template: Checkpoint) -> dict:
     """What must not change between a run and its resumption."""
     training = {k: v for k, v in template.training.items()
-                if k not in ("checkpoint_every", "emda_version")}  # fmt: skip
+                if k not in ("checkpoint_every", "emda_version", USED)}  # fmt: skip
     return {
         "method": template.method,
         "method_options": template.method_options,
@@ -99,7 +106,27 @@ def restore_state(
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    _continue_precision(run_dir, state, saved["training"], template, int(state["iteration"]))
     return int(state["iteration"])
+
+
+def _continue_precision(run_dir, state, saved: dict, template: Checkpoint, iteration: int) -> None:
+    """Record in ``template`` what the run computed in so far and from now on; say so when
+    ``--precision auto`` resolves otherwise here than where the run started."""
+    asked = saved.get("precision", "auto")
+    # a state saved before this was recorded trained in what it asked for; auto in float32
+    before = state.get(USED) or ("float32" if asked == "auto" else asked)
+    now = template.training.get(USED, "float32")
+    if before.rpartition("then ")[2] == now:
+        template.training = {**template.training, USED: before}
+        return
+    log.warning(
+        "--resume: %s trained in %s up to iteration %d; --precision auto is %s on this "
+        "machine, which the rest uses (give --precision to keep one)",
+        *(run_dir, before, iteration, now),
+    )
+    used = f"{before} to iteration {iteration}, then {now}"
+    template.training = {**template.training, USED: used}
 
 
 def _first_difference(saved, now) -> str:
