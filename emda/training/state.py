@@ -25,13 +25,13 @@ CHECKPOINT_NAME = "checkpoint.pt"
 #: what a run computes in: not part of the signature, since ``--precision auto`` may
 #: resolve otherwise on the machine that resumes it (another node of a cluster)
 USED = "precision_used"
-
-log = logging.getLogger("emda")
 #: settings emda no longer has; a run saved with them off resumes as before
 RETIRED_SETTINGS = ("sharpness", "smooth_objects")
 #: settings another one replaced; a run saved with them resumes under the new one's
 #: default (``amp``: CUDA-only float16, now ``precision``, whose auto trains in float32 on CUDA)
 REPLACED_SETTINGS = ("amp",)
+
+log = logging.getLogger("emda")
 
 
 def save_state(
