@@ -6,7 +6,9 @@ Same U-Net weights (base 16, depth 4), same 256^2 tiles, overlap 0.25, Gaussian
 blending and 8 tiles per forward pass, on the first ``--slices`` slices of the EPFL test
 volume (../shared/data; the bundled EPFL crop where it is absent), CPU, 2 threads.
 
-- emda: ``emda.workflows.predict`` end to end (read TIFF, normalise, blocks, write zarr).
+- emda: ``emda.inference.predict.predict`` end to end (read TIFF, normalise, blocks,
+  write zarr), in float32 like the other two; on a CPU with bfloat16 instructions also
+  in bfloat16 (``emda_bfloat16``), what ``--precision auto`` uses there.
 - MONAI: what a MONAI user writes: read the TIFF, normalise, ``sliding_window_inference``
   per slice (its default NCHW memory format), write the same zarr.
 - bare forward: only ``model(tiles)`` on the tiles emda's window visits (tiles cut
@@ -38,6 +40,7 @@ from emda.io.volume import open_volume
 from emda.io.writer import write_volume
 from emda.model import UNet, UNetConfig
 from emda.model.checkpoint import Checkpoint, save_checkpoint
+from emda.precision import cpu_has_bfloat16
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "epfl_lucchi_pp" / "test" / "raw.tif"
@@ -45,9 +48,10 @@ CROP = HERE.parent / "emda" / "demo_data" / "epfl_test" / "raw.tif"
 TILE, OVERLAP, BATCH = 256, 0.25, 8
 
 
-def run_emda(ckpt: Path, volume: Path, out: Path) -> float:
+def run_emda(ckpt: Path, volume: Path, out: Path, precision: str = "float32") -> float:
     t0 = time.perf_counter()
-    settings = PredictSettings(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH, blend="gaussian")
+    settings = PredictSettings(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH,
+                               blend="gaussian", precision=precision)  # fmt: skip
     predict(ckpt, str(volume), str(out), device=torch.device("cpu"), settings=settings,
             overwrite=True)  # fmt: skip
     return time.perf_counter() - t0
@@ -121,8 +125,15 @@ def main() -> None:
         normalised = intensity.apply(raw)
         lims = (intensity.low, intensity.high)  # the same normalisation for both
         times: dict[str, list[float]] = {"emda": [], "monai": [], "forward": []}
+        reduced = cpu_has_bfloat16()  # emda's default there: timed beside the float32 rounds
+        if reduced:
+            times["emda_bfloat16"] = []
         for r in range(args.repeats):
             times["emda"].append(run_emda(ckpt, volume, work / "emda.zarr"))
+            if reduced:
+                times["emda_bfloat16"].append(
+                    run_emda(ckpt, volume, work / "emda_bf16.zarr", "bfloat16")
+                )
             times["monai"].append(run_monai(monai_model, volume, work / "monai.zarr", *lims))
             times["forward"].append(run_forward(copy.deepcopy(model), normalised))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
@@ -143,6 +154,8 @@ def main() -> None:
             "seconds": times,
             "voxels_per_s": {k: round(voxels / v) for k, v in best.items()},
             "emda_vs_monai_speedup": round(best["monai"] / best["emda"], 3),
+            **({"emda_bfloat16_vs_monai_speedup": round(best["monai"] / best["emda_bfloat16"], 3)}
+               if reduced else {}),
             "emda_vs_forward_overhead": round(best["emda"] / best["forward"], 3),
             "monai_vs_forward_overhead": round(best["monai"] / best["forward"], 3),
             "outputs_mean_abs_diff_of_255": round(float(np.abs(a - b).mean()), 3),

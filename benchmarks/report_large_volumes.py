@@ -34,14 +34,22 @@ def main() -> None:
             "",
             "| predictor | voxels/s | vs MONAI | vs bare forward passes |",
             "|---|---|---|---|",
-            f"| emda predict | {v['emda']:,} | {tp['emda_vs_monai_speedup']:.2f}x | "
+            f"| emda predict, float32 | {v['emda']:,} | {tp['emda_vs_monai_speedup']:.2f}x | "
             f"{tp['emda_vs_forward_overhead']:.2f} (time ratio) |",
+            *(
+                [
+                    f"| emda predict, bfloat16 (auto on this CPU) | {v['emda_bfloat16']:,} | "
+                    f"{tp['emda_bfloat16_vs_monai_speedup']:.2f}x | |"
+                ]
+                if "emda_bfloat16" in v
+                else []
+            ),
             f"| MONAI {tp['monai_version']} sliding_window_inference | {v['monai']:,} | 1.00x | "
             f"{tp['monai_vs_forward_overhead']:.2f} (time ratio) |",
             f"| bare forward passes | {v['forward']:,} | | 1.00 |",
             "",
-            f"Outputs of emda and MONAI differ by {tp['outputs_mean_abs_diff_of_255']} / 255 "
-            "on average.",
+            f"Outputs of emda (float32) and MONAI differ by {tp['outputs_mean_abs_diff_of_255']} "
+            "/ 255 on average.",
             "",
         ]
     if mem:
