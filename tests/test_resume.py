@@ -172,7 +172,7 @@ def test_a_state_saved_before_a_training_setting_existed_resumes_with_its_defaul
 
 
 def test_a_state_saved_with_a_removed_setting_off_still_resumes(tmp_path):
-    """--sharpness and --smooth-objects are gone; a run saved with them at 0 (what
+    """--sharpness, --smooth-objects, --gamma and --blur are gone; a run saved with them at 0 (what
     every run without them did) resumes as before. So does one saved with --amp, which
     --precision replaced."""
     import json
@@ -181,7 +181,7 @@ def test_a_state_saved_with_a_removed_setting_off_still_resumes(tmp_path):
     _start_and_stop(run, signal.SIGKILL, 25)
     state = torch.load(run / "state.pt", weights_only=True)
     signature = json.loads(state["signature"])
-    signature["training"].update(sharpness=0.0, smooth_objects=0.0, amp=True)
+    signature["training"].update(sharpness=0.0, smooth_objects=0.0, gamma=0.0, blur=0.0, amp=True)
     del signature["training"]["precision"]
     state["signature"] = json.dumps(signature, sort_keys=True)
     torch.save(state, run / "state.pt")

@@ -26,7 +26,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 #: resolve otherwise on the machine that resumes it (another node of a cluster)
 USED = "precision_used"
 #: settings emda no longer has; a run saved with them off resumes as before
-RETIRED_SETTINGS = ("sharpness", "smooth_objects")
+RETIRED_SETTINGS = ("sharpness", "smooth_objects", "gamma", "blur")
 #: settings another one replaced; a run saved with them resumes under the new one's
 #: default (``amp``: CUDA-only float16, now ``precision``, whose auto trains in float32 on CUDA)
 REPLACED_SETTINGS = ("amp",)
