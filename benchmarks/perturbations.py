@@ -18,7 +18,8 @@ targets and scored against their own labels:
 
 EPFL -> VNC: the whole VNC stack is perturbed; its slices 0-12 are the unlabelled target,
 13-19 are scored. VNC -> EPFL: every 4th slice of EPFL train (the unlabelled target) and
-of EPFL test (scored), to keep the matrix affordable on a CPU.
+of EPFL test (scored), to keep the matrix affordable on a CPU; their metadata says the
+slices are 20 nm apart (``stress.py`` perturbs the whole EPFL volumes).
 
 Each model (a run directory, or a paper-table key of the CPU profile, whose run is
 ``benchmarks/work/cpu/KEY/run``) is recalibrated on the perturbed target's unlabelled
@@ -97,18 +98,21 @@ def _write(name: str, raw_path: Path, labels_path: Path, ops, every: int) -> tup
     from emda.io.volume import open_volume
     from emda.io.writer import write_volume
 
+    name += "" if every == 1 else f"_every{every}"
     raw_out, labels_out = WORK / f"{name}_raw.tif", WORK / f"{name}_labels.tif"
     if not (raw_out.exists() and labels_out.exists()):
         raw, labels = open_volume(str(raw_path)), open_volume(str(labels_path))
         x, y, voxel = perturb(raw.read()[::every], labels.read()[::every], raw.voxel_size, ops)
+        # keeping every n-th slice makes the slices n times as far apart
+        voxel = (voxel[0] * every, *voxel[1:]) if voxel else voxel
         write_volume(str(raw_out), x, voxel)
         write_volume(str(labels_out), y, voxel)
     return str(raw_out), str(labels_out)
 
 
-def target(direction: str, perturbation: str) -> dict:
+def target(direction: str, perturbation: str, every: int = 4) -> dict:
     """The perturbed target of a direction: its unlabelled training volume and slices,
-    and its scored volume, labels and slices."""
+    and its scored volume, labels and slices. EPFL keeps every ``every``-th slice."""
     ops = PERTURBATIONS[perturbation]
     if direction == "epfl2vnc":
         vnc = DATA / "drosophila_vnc"
@@ -116,9 +120,9 @@ def target(direction: str, perturbation: str) -> dict:
         return {"train": raw, "train_z": "0:13", "test": raw, "labels": labels, "test_z": "13:20"}
     epfl = DATA / "epfl_lucchi_pp"
     train, _ = _write(f"epfl_train_{perturbation}", epfl / "train/raw.tif",
-                      epfl / "train/labels.tif", ops, 4)  # fmt: skip
+                      epfl / "train/labels.tif", ops, every)  # fmt: skip
     test, labels = _write(f"epfl_test_{perturbation}", epfl / "test/raw.tif",
-                          epfl / "test/labels.tif", ops, 4)  # fmt: skip
+                          epfl / "test/labels.tif", ops, every)  # fmt: skip
     return {"train": train, "train_z": None, "test": test, "labels": labels, "test_z": None}
 
 

@@ -70,3 +70,27 @@ def test_an_unknown_operation_is_refused(perturbations):
     raw, labels = _volume()
     with pytest.raises(ValueError, match="sharpen"):
         perturbations.perturb(raw, labels, (1, 1, 1), (("sharpen", 1.0),))
+
+
+def test_keeping_every_nth_slice_spaces_the_slices_and_names_the_copy(
+    perturbations, tmp_path, monkeypatch
+):
+    from emda.io.volume import open_volume
+    from emda.io.writer import write_volume
+
+    raw, labels = _volume()
+    raw = np.concatenate([raw] * 3)  # 9 slices
+    labels = np.concatenate([labels] * 3)
+    write_volume(str(tmp_path / "raw.tif"), raw, (5.0, 5.0, 5.0))
+    write_volume(str(tmp_path / "labels.tif"), labels, (5.0, 5.0, 5.0))
+    monkeypatch.setattr(perturbations, "WORK", tmp_path)
+    ops = perturbations.PERTURBATIONS["2x"]
+    whole = perturbations._write("t", tmp_path / "raw.tif", tmp_path / "labels.tif", ops, 1)
+    thinned = perturbations._write("t", tmp_path / "raw.tif", tmp_path / "labels.tif", ops, 4)
+    assert whole[0] != thinned[0] and "every4" in thinned[0]
+    assert open_volume(whole[0]).shape == (9, 8, 9)
+    assert open_volume(whole[0]).voxel_size == pytest.approx((5.0, 10.0, 10.0))
+    kept = open_volume(thinned[0])
+    assert kept.shape == (3, 8, 9)  # slices 0, 4 and 8
+    assert kept.voxel_size == pytest.approx((20.0, 10.0, 10.0))
+    np.testing.assert_array_equal(open_volume(thinned[1]).read(), open_volume(whole[1]).read()[::4])
