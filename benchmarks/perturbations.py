@@ -101,6 +101,7 @@ def _write(name: str, raw_path: Path, labels_path: Path, ops, every: int) -> tup
     name += "" if every == 1 else f"_every{every}"
     raw_out, labels_out = WORK / f"{name}_raw.tif", WORK / f"{name}_labels.tif"
     if not (raw_out.exists() and labels_out.exists()):
+        WORK.mkdir(parents=True, exist_ok=True)
         raw, labels = open_volume(str(raw_path)), open_volume(str(labels_path))
         x, y, voxel = perturb(raw.read()[::every], labels.read()[::every], raw.voxel_size, ops)
         # keeping every n-th slice makes the slices n times as far apart
