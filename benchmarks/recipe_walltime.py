@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from harness.config import PROFILES, directions  # noqa: E402
 from harness.running import emda  # noqa: E402
+from roofline import cpu_name  # noqa: E402
 
 WORK = HERE / "work" / "recipe_walltime"
 RESULTS = HERE / "results" / "recipe_walltime.json"
@@ -88,7 +88,7 @@ def main() -> None:
     }
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[f"{args.direction}_seed{args.seed}"] = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(),
         "threads": args.threads,
         "runs": runs,
         "command": " ".join(["python", *sys.argv]),
