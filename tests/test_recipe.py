@@ -100,9 +100,18 @@ def test_the_recipe_needs_a_target(tmp_path):
 
 def test_judge_keeps_a_stage_unless_it_shrinks_the_objects():
     teacher = {"foreground": 0.08}
-    assert recipe_run.judge({"foreground": 0.10}, teacher)
-    assert recipe_run.judge({"foreground": 0.06}, teacher)  # 75 %: kept
-    assert not recipe_run.judge({"foreground": 0.05}, teacher)
+    assert recipe_run.judge({"foreground": 0.10}, teacher) is None
+    assert recipe_run.judge({"foreground": 0.06}, teacher) is None  # 75 %: kept
+    assert "under 75% of its teacher's 8.00%" in recipe_run.judge({"foreground": 0.05}, teacher)
+
+
+def test_judge_adds_up_the_shrinking_of_successive_rounds():
+    untaught, teacher = {"foreground": 0.031}, {"foreground": 0.0237}  # round 1 kept: 77 %
+    reason = recipe_run.judge({"foreground": 0.0206}, teacher, untaught)  # 87 % of its teacher
+    assert "under 75% of the untaught stage's 3.10%" in reason  # but 66 % of where it began
+    assert recipe_run.judge({"foreground": 0.024}, teacher, untaught) is None
+    grown = {"foreground": 0.07}  # a teacher that marks more than the untaught stage
+    assert "its teacher's" in recipe_run.judge({"foreground": 0.05}, grown, {"foreground": 0.05})
 
 
 def test_target_planes_auto_reads_voxel_sizes_only():
@@ -164,28 +173,49 @@ def test_resume_continues_the_stage_that_was_interrupted(tmp_path):
     assert (out / "checkpoint.pt").is_file()
 
 
-def test_a_stage_that_shrinks_the_objects_is_not_kept(tmp_path, monkeypatch):
-    shares = iter([0.10, 0.04])  # the student marks far fewer pixels than its teacher
-    monkeypatch.setattr(
-        recipe_run, "target_statistics",
-        lambda *a: {"foreground": next(shares), "confidence": 0.9, "slices": 8},
-    )  # fmt: skip
-    three = Recipe("three", (Stage("ynet", "align"), Stage("selftrain", "st1"),
-                             Stage("selftrain", "st2")))  # fmt: skip
+def _three_stages(tmp_path, monkeypatch, shares, resume=False):
+    """A ynet + two selftrain recipe whose stages mark the given target ``shares``."""
     from emda.model import UNetConfig
     from emda.training.adapt import VolumeSpec
     from emda.training.config import TrainConfig
 
+    marked = iter(shares)
+    monkeypatch.setattr(
+        recipe_run, "target_statistics",
+        lambda *a: {"foreground": next(marked), "confidence": 0.9, "slices": 8},
+    )  # fmt: skip
+    three = Recipe("three", (Stage("ynet", "align"), Stage("selftrain", "st1"),
+                             Stage("selftrain", "st2")))  # fmt: skip
     summary = recipe_run.adapt_with_recipe(
         [VolumeSpec(str(CROPS / "epfl_train/raw.tif"), str(CROPS / "epfl_train/labels.tif"))],
         VolumeSpec(str(CROPS / "vnc/raw.tif")), tmp_path / "run", three,
         config=TrainConfig(iterations=2, batch_size=2, patch_size=64), device="cpu",
-        model_config=UNetConfig(base_channels=4),
+        model_config=UNetConfig(base_channels=4), resume=resume,
     )  # fmt: skip
-    record = json.loads((summary.run_dir / "recipe.json").read_text())
+    return json.loads((summary.run_dir / "recipe.json").read_text())
+
+
+def test_a_stage_that_shrinks_the_objects_is_not_kept(tmp_path, monkeypatch):
+    # the student marks far fewer pixels than its teacher
+    record = _three_stages(tmp_path, monkeypatch, [0.10, 0.04])
     assert [s["status"] for s in record["stages"]] == ["kept", "rejected", "stopped"]
     assert "under 75% of its teacher's 10.00%" in record["stages"][1]["reason"]
     assert record["model"] == "stages/1-align"
+
+
+def test_rounds_that_each_shrink_a_little_are_stopped_where_they_add_up(tmp_path, monkeypatch):
+    record = _three_stages(tmp_path, monkeypatch, [0.10, 0.08, 0.07])  # 80 %, then 70 %
+    assert [s["status"] for s in record["stages"]] == ["kept", "kept", "rejected"]
+    assert "under 75% of the untaught stage's 10.00%" in record["stages"][2]["reason"]
+    assert record["model"] == "stages/2-st1"
+    # killed while judging the last stage: a resumed run still measures it from stage 1
+    del record["model"], record["seconds"]
+    record["stages"][2] = {**record["stages"][2], "status": "running"}
+    del record["stages"][2]["reason"], record["stages"][2]["target"]
+    (tmp_path / "run/recipe.json").write_text(json.dumps(record))
+    resumed = _three_stages(tmp_path, monkeypatch, [0.07], resume=True)
+    assert [s["status"] for s in resumed["stages"]] == ["kept", "kept", "rejected"]
+    assert resumed["model"] == "stages/2-st1"
 
 
 def test_the_example_recipe_is_valid():

@@ -23,7 +23,8 @@ the stages before it kept. :data:`DEFAULT_RECIPE` is what ``emda adapt`` runs wi
 Every choice the default recipe makes reads only the volumes' voxel sizes and the
 unlabelled target (docs/recipe.md): ``target_planes = "auto"`` samples the target's
 three plane stacks when its voxels are isotropic, and a self-training stage whose
-student marks clearly fewer target pixels as mitochondria than its teacher is not kept
+student marks clearly fewer target pixels as mitochondria than its teacher, or than the
+untaught stage the rounds started from, is not kept
 (:func:`emda.training.recipe_run.judge`).
 """
 

@@ -9,10 +9,11 @@ finished stages and continues the one that was interrupted.
 
 After every stage, the model predicts a few target slices (no labels): the share of
 pixels it marks as mitochondria and its mean confidence are recorded. A stage taught by
-an earlier model whose share falls below :data:`SHRINK_LIMIT` of its teacher's is not
-kept: a teacher that is surer of background than of mitochondria teaches its student
-to under-segment, and each further round shrinks the objects again. The recipe then
-stops with the teacher as its model.
+an earlier model whose share falls below :data:`SHRINK_LIMIT` of its teacher's, or of
+the untaught stage the rounds started from, is not kept: a teacher that is surer of
+background than of mitochondria teaches its student to under-segment, and each further
+round shrinks the objects again, so rounds that each shrink a little add up. The recipe
+then stops with the teacher as its model.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ log = logging.getLogger("emda")
 
 RECIPE_NAME = "recipe.json"
 STAGES_DIR = "stages"
-#: a taught stage is kept only if it marks at least this share of its teacher's pixels
+#: a taught stage is kept only if it marks at least this share of the pixels its teacher
+#: marked, and of those the untaught stage its rounds started from marked
 SHRINK_LIMIT = 0.75
 STAT_SLICES = 8  # target slices the statistics are read from, evenly spaced
 STAT_CROP = 1024  # at most this square from each slice's centre: bounded time and memory
@@ -88,12 +90,14 @@ def adapt_with_recipe(
     tgt = open_raw(target, "target")
     kept: Path | None = None
     kept_stats: dict | None = None
+    untaught: dict | None = None  # the statistics of the last kept stage with no teacher
     for i, stage in enumerate(recipe.stages, 1):
         entry = record["stages"][i - 1]
         stage_dir = run_dir / STAGES_DIR / stage_dir_name(i, stage)
         if entry["status"] in ("kept", "rejected"):
             if entry["status"] == "kept":
                 kept, kept_stats = stage_dir, entry.get("target")
+                untaught = untaught if has_teacher(stage.method) else kept_stats
             continue
         if entry["status"] == "stopped":
             continue
@@ -129,12 +133,10 @@ def adapt_with_recipe(
             _write(run_dir, record)
         stats = target_statistics(stage_dir, tgt, target.z_range, device)
         entry["target"] = stats
-        if teacher is not None and kept_stats and judge(stats, kept_stats) is False:
+        reason = judge(stats, kept_stats, untaught) if teacher is not None and kept_stats else None
+        if reason:
             entry["status"] = "rejected"
-            entry["reason"] = (
-                f"marks {stats['foreground']:.2%} of the target as mitochondria, under "
-                f"{SHRINK_LIMIT:.0%} of its teacher's {kept_stats['foreground']:.2%}"
-            )
+            entry["reason"] = reason
             log.warning("recipe stage %d not kept: it %s", i, entry["reason"])
             for later in record["stages"][i:]:
                 later["status"] = "stopped"
@@ -142,6 +144,7 @@ def adapt_with_recipe(
             break
         entry["status"] = "kept"
         kept, kept_stats = stage_dir, stats
+        untaught = untaught if teacher is not None else stats
         _write(run_dir, record)
     assert kept is not None, "the first stage is always kept"
     record["model"] = str(kept.relative_to(run_dir))
@@ -165,10 +168,19 @@ def auto_target_planes(target, patch_size: int) -> str:
     return "ortho" if volumetric and is_isotropic(target.voxel_size) else "xy"
 
 
-def judge(stats: dict, teacher_stats: dict) -> bool:
-    """Whether a taught stage is kept: it marks at least :data:`SHRINK_LIMIT` of the
-    share of target pixels its teacher marked as mitochondria."""
-    return stats["foreground"] >= SHRINK_LIMIT * teacher_stats["foreground"]
+def judge(stats: dict, teacher: dict, untaught: dict | None = None) -> str | None:
+    """Why a taught stage is not kept, or None to keep it: it must mark at least
+    :data:`SHRINK_LIMIT` of the share of target pixels its ``teacher`` marked as
+    mitochondria, and of the share the ``untaught`` stage its rounds started from
+    marked (statistics from :func:`target_statistics`)."""
+    share = stats["foreground"]
+    for whose, ref in (("its teacher's", teacher), ("the untaught stage's", untaught)):
+        if ref is not None and share < SHRINK_LIMIT * ref["foreground"]:
+            return (
+                f"marks {share:.2%} of the target as mitochondria, under "
+                f"{SHRINK_LIMIT:.0%} of {whose} {ref['foreground']:.2%}"
+            )
+    return None
 
 
 @torch.no_grad()
