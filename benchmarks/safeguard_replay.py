@@ -62,18 +62,19 @@ def table_runs() -> list[dict]:
     return rows
 
 
+def stress_stages(scores: dict) -> list[dict]:
+    """A stress.json target's stages with their statistics, as a recipe run records them
+    (stress runs train the default recipe: its stages, in order)."""
+    measured = [(k, v) for k, v in scores.items() if isinstance(v, dict) and "status" in v]
+    return [{"name": k, "method": stage.method, "target": v["target_statistics"]}
+            for (k, v), stage in zip(measured, DEFAULT_RECIPE.stages)]  # fmt: skip
+
+
 def stress_runs() -> list[dict]:
     rows = []
     results = json.loads((HERE / "results" / "stress.json").read_text())
     for name, scores in results.items():
-        scores = {k: v for k, v in scores.items() if isinstance(v, dict)}
-        measured = [(k, v) for k, v in scores.items() if "target_statistics" in v]
-        # stress runs train the default recipe: its stages, in order
-        stages = [{"name": k, "method": stage.method, "target": v["target_statistics"]}
-                  for (k, v), stage in zip(measured, DEFAULT_RECIPE.stages)]  # fmt: skip
-        if not stages:
-            continue
-        row = {"run": f"stress {name}", **replay(stages)}
+        row = {"run": f"stress {name}", **replay(stress_stages(scores))}
         row["iou"] = {rule: round(scores[row[rule]]["iou"], 4) for rule in ("teacher_only", "emda")}
         row["iou"]["ft_target_bn"] = round(scores["ft_target_bn"]["iou"], 4)
         rows.append(row)

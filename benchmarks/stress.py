@@ -2,6 +2,7 @@
 
     python benchmarks/stress.py --target vnc_2x_dark_noisy [--run RUN] [--ft RUN]
     python benchmarks/stress.py --target epfl_2x_dark_noisy [--run RUN] [--ft RUN]
+    python benchmarks/stress.py --report    # every target so far, as one markdown table
 
 Until more labelled domains exist, the benchmark volumes are perturbed into new targets
 scored against their own labels (``perturbations.py`` defines them):
@@ -41,6 +42,7 @@ TARGETS = tuple(
     for name in PERTURBATIONS
 )  # fmt: skip
 VNC, EPFL = DATA / "drosophila_vnc", DATA / "epfl_lucchi_pp"
+RESULTS = HERE / "results" / "stress.json"
 
 
 def stressed(name: str) -> dict:
@@ -69,10 +71,15 @@ def source_flags(source: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=TARGETS, required=True)
+    parser.add_argument("--target", choices=TARGETS)
+    parser.add_argument("--report", action="store_true", help="print every target's scores")
     parser.add_argument("--run", help="a finished recipe run on this target")
     parser.add_argument("--ft", help="a source-only FT run (else the default, see above)")
     args = parser.parse_args()
+    if args.report:
+        return print(report(json.loads(RESULTS.read_text())))
+    if not args.target:
+        parser.error("--target is required (or --report)")
     if not DATA.is_dir():
         sys.exit(f"needs the benchmark volumes in {DATA}")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -102,11 +109,28 @@ def main() -> None:
                                      "target_statistics": stage["target"]}  # fmt: skip
     scores["recipe"] = {**score(str(run), raw, labels, f"stress_{args.target}_recipe", test_z),
                         "model": record["model"], "train_seconds": seconds}  # fmt: skip
-    out = HERE / "results" / "stress.json"
-    results = json.loads(out.read_text()) if out.exists() else {}
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[args.target] = {**scores, "ft": str(ft), "command": " ".join(["python", *sys.argv])}
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print({k: round(100 * v["iou"], 1) for k, v in scores.items() if isinstance(v, dict)})
+
+
+def report(results: dict) -> str:
+    """One row per target: IoU of FT with target BN and of each stage (share of the target
+    each marked, label-free), and the stage emda's safeguard keeps (safeguard_replay.py)."""
+    from safeguard_replay import replay, stress_stages
+
+    lines = ["| target | FT + target BN | stage 1 | stage 2 | stage 3 | recipe keeps |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, scores in results.items():
+        stages = stress_stages(scores)
+        cells = [f"{100 * scores[s['name']]['iou']:.1f} ({100 * s['target']['foreground']:.2f} %)"
+                 for s in stages]  # fmt: skip
+        kept = replay(stages)["emda"]
+        ft = 100 * scores["ft_target_bn"]["iou"]
+        lines.append(f"| `{name}` | {ft:.1f} | {' | '.join(cells)} | {kept}: "
+                     f"{100 * scores[kept]['iou']:.1f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
