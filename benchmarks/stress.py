@@ -2,7 +2,7 @@
 
     python benchmarks/stress.py --target vnc_2x_dark_noisy [--run RUN] [--ft RUN]
     python benchmarks/stress.py --target epfl_2x_dark_noisy [--run RUN] [--ft RUN]
-    python benchmarks/stress.py --report    # every target so far, as one markdown table
+    python benchmarks/stress.py --report    # every target so far: docs/results.md's table
 
 Until more labelled domains exist, the benchmark volumes are perturbed into new targets
 scored against their own labels (``perturbations.py`` defines them):
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--ft", help="a source-only FT run (else the default, see above)")
     args = parser.parse_args()
     if args.report:
-        return print(report(json.loads(RESULTS.read_text())))
+        return write_report(report(json.loads(RESULTS.read_text())))
     if not args.target:
         parser.error("--target is required (or --report)")
     if not DATA.is_dir():
@@ -131,6 +131,17 @@ def report(results: dict) -> str:
         lines.append(f"| `{name}` | {ft:.1f} | {' | '.join(cells)} | {kept}: "
                      f"{100 * scores[kept]['iou']:.1f} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def write_report(table: str) -> None:
+    """``table`` printed, and in docs/results.md between its stress-report markers."""
+    print(table)
+    doc = HERE.parent / "docs" / "results.md"
+    start, end = "<!-- stress-report:start -->\n", "\n<!-- stress-report:end -->"
+    text = doc.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        doc.write_text(head + start + table + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":
