@@ -133,10 +133,9 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(table: str) -> None:
-    """``table`` printed, and in docs/results.md between its stress-report markers."""
+def write_report(table: str, doc: Path = HERE.parent / "docs" / "results.md") -> None:
+    """``table`` printed, and in ``doc`` between its stress-report markers."""
     print(table)
-    doc = HERE.parent / "docs" / "results.md"
     start, end = "<!-- stress-report:start -->\n", "\n<!-- stress-report:end -->"
     text = doc.read_text()
     if start in text and end in text:

@@ -1,4 +1,4 @@
-"""benchmarks/safeguard_replay.py: the recipe's safeguard replayed on recorded stage shares."""
+"""benchmarks/safeguard_replay.py and stress.py --report: the safeguard on recorded stages."""
 
 import importlib.util
 from pathlib import Path
@@ -26,3 +26,28 @@ def test_the_replay_keeps_what_each_rule_would_have_kept():
     grown = _replay().replay(_stages(0.05, 0.06, 0.07))
     assert grown["teacher_only"] == grown["emda"] == "3-selftrain"
     assert _replay().replay(_stages(0.05, 0.03, 0.05))["emda"] == "1-ynet"  # stops at the first
+
+
+def test_the_stress_report_rows_and_where_they_are_written(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # stress.py imports the scripts beside it
+    spec = importlib.util.spec_from_file_location("stress", SCRIPT.parent / "stress.py")
+    stress = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stress)
+
+    def stage(iou, share):
+        return {"iou": iou, "status": "kept", "target_statistics": {"foreground": share}}
+
+    scores = {"ft_target_bn": {"iou": 0.289}, "1-align": stage(0.363, 0.031),
+              "2-selftrain-1": stage(0.333, 0.0237), "3-selftrain-2": stage(0.312, 0.0206),
+              "recipe": {"iou": 0.312}}  # fmt: skip
+    results = {"epfl_x": scores}
+    table = stress.report(results)
+    assert table.splitlines()[-1] == (
+        "| `epfl_x` | 28.9 | 36.3 (3.10 %) | 33.3 (2.37 %) | 31.2 (2.06 %) | 2-selftrain-1: 33.3 |"
+    )
+    doc = tmp_path / "results.md"
+    doc.write_text("a\n<!-- stress-report:start -->\nold\n<!-- stress-report:end -->\nb\n")
+    stress.write_report(table, doc)
+    assert doc.read_text() == (
+        f"a\n<!-- stress-report:start -->\n{table}\n<!-- stress-report:end -->\nb\n"
+    )
