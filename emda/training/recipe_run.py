@@ -96,8 +96,9 @@ def adapt_with_recipe(
         stage_dir = run_dir / STAGES_DIR / stage_dir_name(i, stage)
         if entry["status"] in ("kept", "rejected"):
             if entry["status"] == "kept":
+                taught = kept is not None and has_teacher(stage.method)  # as when it ran
                 kept, kept_stats = stage_dir, entry.get("target")
-                untaught = untaught if has_teacher(stage.method) else kept_stats
+                untaught = untaught if taught else kept_stats
             continue
         if entry["status"] == "stopped":
             continue
