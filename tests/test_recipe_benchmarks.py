@@ -1,6 +1,7 @@
-"""benchmarks/safeguard_replay.py and stress.py --report: the safeguard on recorded stages."""
+"""Benchmark scripts that replay or rerun recipe stages: safeguard_replay, stress, rounds."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "safeguard_replay.py"
@@ -51,3 +52,24 @@ def test_the_stress_report_rows_and_where_they_are_written(tmp_path, monkeypatch
     assert doc.read_text() == (
         f"a\n<!-- stress-report:start -->\n{table}\n<!-- stress-report:end -->\nb\n"
     )
+
+
+def test_selftrain_rounds_keeps_stage_one_and_reruns_the_rest(tmp_path):
+    spec = importlib.util.spec_from_file_location("rounds", SCRIPT.parent / "selftrain_rounds.py")
+    rounds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rounds)
+    run = tmp_path / "run"
+    (run / "stages/1-ynet").mkdir(parents=True)
+    (run / "stages/1-ynet/checkpoint.pt").write_bytes(b"model")
+    (run / "config.toml").write_text("[adapt]\n")
+    stages = _stages(0.05, 0.04)
+    record = {"recipe": {"name": "default"}, "iterations": 9, "model": "stages/2-selftrain",
+              "seconds": 1.0, "stages": [{**s, "status": "kept"} for s in stages]}  # fmt: skip
+    (run / "recipe.json").write_text(json.dumps(record))
+    assert rounds.copy_first_stage(run, tmp_path / "again") == record
+    fresh = json.loads((tmp_path / "again/recipe.json").read_text())
+    pending = {"name": "2-selftrain", "method": "selftrain", "status": "pending"}
+    assert fresh["stages"] == [record["stages"][0], pending]
+    assert "model" not in fresh and fresh["iterations"] == 9
+    assert (tmp_path / "again/stages/1-ynet/checkpoint.pt").read_bytes() == b"model"
+    assert (tmp_path / "again/config.toml").exists()
