@@ -1,4 +1,4 @@
-"""Segmentation losses shared by every method (source and finetuning batches)."""
+"""Segmentation losses shared by every method (source, finetuning and pseudo-labels)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ class SegLoss(str, Enum):
     bce_dice = "bce_dice"
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice over the whole batch (batch-level, so empty patches are harmless)."""
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1 - soft Dice over the whole batch (batch-level, so empty patches are harmless),
+    counting only the pixels where ``mask`` is 1 when it is given."""
     p = torch.sigmoid(logits.float())
+    if mask is not None:
+        p, target = p * mask, target * mask
     inter = (p * target).sum()
     return 1 - (2 * inter + eps) / (p.sum() + target.sum() + eps)
 
@@ -31,15 +36,20 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "b
 
 
 def pseudo_label_loss(
-    logits: torch.Tensor, teacher_p: torch.Tensor, confidence: float | tuple[float, float]
+    logits: torch.Tensor,
+    teacher_p: torch.Tensor,
+    confidence: float | tuple[float, float],
+    kind: str = "bce",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """BCE of ``logits`` against a teacher's thresholded probabilities, on the pixels
-    where the teacher is confident (probability of either class >= ``confidence``; a
-    pair is a (foreground, background) threshold for each class).
+    """The segmentation loss ``kind`` of ``logits`` against a teacher's thresholded
+    probabilities, on the pixels where the teacher is confident (probability of either
+    class >= ``confidence``; a pair is a (foreground, background) threshold for each
+    class).
 
-    Averaged over *all* pixels, so a teacher that is confident nowhere teaches nothing
-    rather than a few pixels loudly. Returns the loss, the confidence mask and the
-    pseudo-labels (both float, for the caller's diagnostics).
+    The BCE is averaged over *all* pixels, so a teacher that is confident nowhere
+    teaches nothing rather than a few pixels loudly; the Dice term counts the confident
+    pixels only. Returns the loss, the confidence mask and the pseudo-labels (both
+    float, for the caller's diagnostics).
     """
     foreground, background = (
         confidence if isinstance(confidence, tuple) else (confidence, confidence)
@@ -49,4 +59,9 @@ def pseudo_label_loss(
         teacher_p > 0.5, teacher_p >= foreground, 1 - teacher_p >= background
     ).float()
     per_pixel = F.binary_cross_entropy_with_logits(logits.float(), pseudo, reduction="none")
-    return (per_pixel * confident).mean(), confident, pseudo
+    bce = (per_pixel * confident).mean()
+    kind = SegLoss(kind)
+    if kind is SegLoss.bce:
+        return bce, confident, pseudo
+    dice = soft_dice_loss(logits, pseudo, mask=confident)
+    return (dice if kind is SegLoss.dice else bce + dice), confident, pseudo

@@ -3,10 +3,12 @@
 The teacher (``teacher=RUN``, best with target batch-norm statistics, i.e. what
 ``emda adapt`` or ``emda recalibrate`` wrote) is frozen; the network trains on
 
-    loss = seg(source) + lambda_p * BCE(net(x_t), 1[p > 0.5]) on pixels with
+    loss = seg(source) + lambda_p * seg(net(x_t), 1[p > 0.5]) on pixels with
            max(p, 1 - p) >= confidence
 
-with ``p`` the teacher's foreground probability. ``pseudo_labels``: ``volume`` (the
+with ``p`` the teacher's foreground probability and ``seg`` the run's ``--seg-loss``
+(BCE + soft Dice by default) for both, so the pseudo-labels weigh the two classes as the
+labels do. ``pseudo_labels``: ``volume`` (the
 teacher predicts the allowed target slices once, as ``emda predict`` would, and each
 patch reads its labels from that, so patches may come from any plane with
 ``--target-planes ortho``), ``patch`` (the teacher predicts each sampled patch), or
@@ -131,7 +133,11 @@ class SelfTrain(Method):
             views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
             p = step.heads["teacher"].probabilities(step.target.x, views)
         confidence = self.thresholds or self.options.confidence
-        loss, confident, pseudo = pseudo_label_loss(step.target_out.logits, p, confidence)
+        # the labels' own loss: BCE alone, where mitochondria are few and the teacher is
+        # unsure of them, teaches the student to mark less of the target every round
+        loss, confident, pseudo = pseudo_label_loss(
+            step.target_out.logits, p, confidence, step.seg_loss
+        )
         terms["pseudo_label"] = self.options.lambda_pseudo * loss
         taught = confident.sum().clamp(min=1)
         step.log_metric("teaching_fraction", confident.mean())
