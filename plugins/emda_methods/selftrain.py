@@ -2,20 +2,16 @@
 
 The teacher (``teacher=RUN``, best with target batch-norm statistics, i.e. what
 ``emda adapt`` or ``emda recalibrate`` wrote) is frozen; the network trains on
-
-    loss = seg(source) + lambda_p * seg(net(x_t), 1[p > 0.5]) on pixels with
-           max(p, 1 - p) >= confidence
-
-with ``p`` the teacher's foreground probability and ``seg`` the run's ``--seg-loss``
-(BCE + soft Dice by default) for both, so the pseudo-labels weigh the two classes as the
-labels do. ``pseudo_labels``: ``volume`` (the
-teacher predicts the allowed target slices once, as ``emda predict`` would, and each
-patch reads its labels from that, so patches may come from any plane with
-``--target-planes ortho``), ``patch`` (the teacher predicts each sampled patch), or
-the PATH of a prediction of the target written earlier (``init=scratch`` then needs
-no teacher). ``balance=class`` lowers the threshold of the class that teaches the
-smaller share of its own pixels until both match (Zou et al. 2018). The network
-starts from the teacher's weights unless ``init=scratch``. Logged metrics:
+``seg(source) + lambda_p * seg(net(x_t), 1[p > 0.5])`` over the pixels where
+``max(p, 1 - p) >= confidence``, with ``p`` the teacher's foreground probability and
+``seg`` the run's ``--seg-loss`` (BCE + soft Dice by default) for both.
+``pseudo_labels``: ``volume`` (the teacher predicts the allowed target slices once, as
+``emda predict`` would, and each patch reads its labels from that, so patches may come
+from any plane with ``--target-planes ortho``), ``patch`` (the teacher predicts each
+sampled patch), or the PATH of a prediction of the target written earlier
+(``init=scratch`` then needs no teacher).
+``balance=class`` lowers the threshold of the class that teaches the smaller share of
+its own pixels until both match (Zou et al. 2018). Logged metrics:
 ``teaching_fraction``, ``pseudo_foreground``, ``source_foreground``, ``agreement``.
 """
 
@@ -133,17 +129,15 @@ class SelfTrain(Method):
             views = [0] + [1 + (step.iteration + j) % 7 for j in range(self.options.views - 1)]
             p = step.heads["teacher"].probabilities(step.target.x, views)
         confidence = self.thresholds or self.options.confidence
-        # the labels' own loss: BCE alone, where mitochondria are few and the teacher is
-        # unsure of them, teaches the student to mark less of the target every round
-        loss, confident, pseudo = pseudo_label_loss(
-            step.target_out.logits, p, confidence, step.seg_loss
-        )
+        # the labels' own loss: with BCE alone rare, unsure mitochondria shrank every round
+        logits = step.target_out.logits
+        loss, confident, pseudo = pseudo_label_loss(logits, p, confidence, step.seg_loss)
         terms["pseudo_label"] = self.options.lambda_pseudo * loss
         taught = confident.sum().clamp(min=1)
         step.log_metric("teaching_fraction", confident.mean())
         step.log_metric("pseudo_foreground", (pseudo * confident).sum() / taught)
         step.log_metric("source_foreground", step.source.y.mean())
-        agree = ((step.target_out.logits.detach() > 0).float() == pseudo).float()
+        agree = ((logits.detach() > 0).float() == pseudo).float()
         step.log_metric("agreement", (agree * confident).sum() / taught)
         if self.thresholds:  # balance=class: kept in log.jsonl with every step
             step.log_metric("foreground_confidence", self.thresholds[0])
