@@ -26,12 +26,20 @@ def soft_dice_loss(
     return 1 - (2 * inter + eps) / (p.sum() + target.sum() + eps)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce_dice"):
+def segmentation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "bce_dice",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss ``kind``; with a ``mask``, only its pixels count (the BCE still averaged
+    over every pixel, so an empty mask gives 0)."""
     kind = SegLoss(kind)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), target)
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    bce = (per_pixel if mask is None else per_pixel * mask).mean()
     if kind is SegLoss.bce:
         return bce
-    dice = soft_dice_loss(logits, target)
+    dice = soft_dice_loss(logits, target, mask=mask)
     return dice if kind is SegLoss.dice else bce + dice
 
 
@@ -58,10 +66,4 @@ def pseudo_label_loss(
     confident = torch.where(
         teacher_p > 0.5, teacher_p >= foreground, 1 - teacher_p >= background
     ).float()
-    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), pseudo, reduction="none")
-    bce = (per_pixel * confident).mean()
-    kind = SegLoss(kind)
-    if kind is SegLoss.bce:
-        return bce, confident, pseudo
-    dice = soft_dice_loss(logits, pseudo, mask=confident)
-    return (dice if kind is SegLoss.dice else bce + dice), confident, pseudo
+    return segmentation_loss(logits, pseudo, kind, mask=confident), confident, pseudo
