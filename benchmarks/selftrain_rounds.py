@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--target", help="the run's target, where it is now")
     parser.add_argument("--precision", default="bfloat16", help="of the scored predictions")
     args = parser.parse_args()
+    for path in (args.run / "recipe.json", args.run / "config.toml", Path(args.test)):
+        if not path.is_file():
+            sys.exit(f"error: {path}: no such file (--run must be a finished recipe run)")
     out = WORK / args.name
     before = copy_first_stage(args.run, out)
     emda("adapt", "--config", str(out / "config.toml"), "--out", str(out), "--resume",

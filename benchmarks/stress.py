@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--run", help="a finished recipe run on this target")
     parser.add_argument("--ft", help="a source-only FT run (else the default, see above)")
     args = parser.parse_args()
+    if args.report and not RESULTS.is_file():
+        sys.exit(f"error: {RESULTS}: no stress results yet")
     if args.report:
         return write_report(report(json.loads(RESULTS.read_text())))
     if not args.target:
